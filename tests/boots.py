@@ -1,0 +1,52 @@
+"""The boot matrix, as data. tests/run turns each entry into one QEMU boot.
+
+Every boot uses the same kernel and initramfs; `list` names the file under
+tests/lists/ whose tests the guest runs (or, for kind "kunit", the KUnit
+suites that run inside the kernel at boot). A boot's `timeout` bounds the
+whole boot; each test has its own timeout in its list.
+"""
+from dataclasses import dataclass, field
+
+# Every boot: single-threaded TCG (MTTCG gave spurious oopses), an EPYC CPU
+# with SVM and NPT so that nested KVM runs inside the guest.
+QEMU = ["qemu-system-x86_64", "-accel", "tcg,thread=single",
+        "-cpu", "EPYC,+svm,+npt", "-nographic", "-no-reboot",
+        "-nic", "none", "-serial", "stdio", "-monitor", "none"]
+CMDLINE = "console=ttyS0 panic=-1 oops=panic softlockup_panic=0 loglevel=7"
+
+
+@dataclass
+class Boot:
+    name: str
+    doc: str
+    machine: list = field(default_factory=lambda: ["-machine", "q35"])
+    memory: str = "4G"
+    smp: int = 2
+    cmdline: str = ""
+    list: str = ""
+    kind: str = "userspace"     # or "kunit"
+    timeout: int = 1500
+
+
+BOOTS = [
+    Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd and conversions",
+         cmdline="hugepagesz=2M hugepages=32 kunit.enable=0", list="kvm"),
+    Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
+         machine=["-machine", "q35,kernel-irqchip=split",
+                  "-device", "intel-iommu,intremap=on", "-device", "edu"],
+         cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
+    Boot("mm", "no vIOMMU: GUP pins, hugetlb, hmm, iommufd mock-domain pins",
+         cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=64 kunit.enable=0",
+         list="mm"),
+    Boot("demo", "the story: a guest_memfd-backed VM in nested KVM (make demo)",
+         cmdline="kunit.enable=0 quiet", list="demo", timeout=600),
+    Boot("kunit", "built-in KUnit suites, run at boot",
+         cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900),
+]
+
+
+def qemu_command(boot, kernel, initrd):
+    return QEMU + boot.machine + [
+        "-m", boot.memory, "-smp", str(boot.smp),
+        "-kernel", kernel, "-initrd", initrd,
+        "-append", f"{CMDLINE} harness.list={boot.list} {boot.cmdline}"]

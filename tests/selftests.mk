@@ -1,0 +1,47 @@
+# Build, statically, the test programs the boots run:
+#   make -f tests/selftests.mk KSRC=build/linux HDR=<obj>/usr/include OUT=build/selftests
+# Upstream selftests are compiled from KSRC against the patched tree's
+# installed headers (HDR); nothing is written into KSRC. The mm selftests'
+# own Makefile would write local_config.* into the tree, so they are
+# compiled here with our own local_config.h instead.
+
+KSRC ?= build/linux
+HDR  ?= build/obj-debug/usr/include
+OUT  ?= build/selftests
+SELF := $(KSRC)/tools/testing/selftests
+
+MM_TESTS := gup_longterm gup_test hmm-tests hugepage-mmap hugepage-shm map_hugetlb \
+	hugepage-mremap hugepage-vmemmap hugetlb-madvise hugetlb_fault_after_madv \
+	hugetlb_madv_vs_map hugetlb_dio
+KVM_TESTS := guest_memfd_test set_memory_region_test pre_fault_memory_test \
+	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
+OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*_test.c))
+
+all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS))
+
+# ---- mm: liburing is linked in when present, as upstream's probe does
+MM_CFLAGS := -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -isystem $(abspath $(HDR)) \
+	-I$(OUT)/mm/config -I$(SELF) -I$(KSRC) -I$(KSRC)/tools/include/uapi
+MM_LIBS   := $(if $(wildcard /usr/include/liburing.h),-luring) -lrt -lpthread -lm
+
+$(OUT)/mm/config/local_config.h:
+	@mkdir -p $(@D)
+	@echo '$(if $(wildcard /usr/include/liburing.h),#define LOCAL_CONFIG_HAVE_LIBURING 1,/* no liburing */)' > $@
+
+$(OUT)/mm/%: $(SELF)/mm/%.c $(SELF)/mm/vm_util.c $(SELF)/mm/thp_settings.c $(OUT)/mm/config/local_config.h
+	@mkdir -p $(@D)
+	$(CC) $(MM_CFLAGS) $< $(SELF)/mm/vm_util.c $(SELF)/mm/thp_settings.c $(MM_LIBS) -o $@
+
+# ---- KVM: upstream's Makefile, output and headers redirected
+kvm:
+	$(MAKE) -C $(SELF)/kvm OUTPUT=$(abspath $(OUT)/kvm) \
+		INSTALL_HDR_PATH=$(abspath $(HDR)/..) KHDR_INCLUDES="-isystem $(abspath $(HDR))" \
+		EXTRA_CFLAGS=-static $(addprefix $(abspath $(OUT)/kvm)/,$(KVM_TESTS))
+
+# ---- ours (until they move into the series as kselftests)
+$(OUT)/own/%: tests/src/%.c $(wildcard tests/src/*.h)
+	@mkdir -p $(@D)
+	$(CC) -static -Wall -O2 -isystem $(abspath $(HDR)) -I$(SELF) \
+		-I$(KSRC)/drivers/iommu/iommufd -Itests/src $< -o $@
+
+.PHONY: all kvm
