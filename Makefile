@@ -26,7 +26,7 @@ DEPS  := $(B)/stamp/deps
 TREE  := $(B)/stamp/tree
 
 .PHONY: help demo test kunit deps tree export kernel kernel-perf \
-	selftests initramfs check bisect-check clean distclean
+	selftests initramfs check bisect-check bench clean distclean
 
 help:
 	@sed -n 's/^## //p' README.md 2>/dev/null | head -40 || true
@@ -45,7 +45,8 @@ test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
 
 # ---------------------------------------------------------------- packages
 PACKAGES := build-essential bc bison flex libelf-dev libssl-dev rsync ccache git \
-	qemu-system-x86 busybox-static cpio xz-utils kmod python3 liburing-dev file
+	qemu-system-x86 busybox-static cpio xz-utils kmod python3 python3-ply python3-git \
+	liburing-dev file
 
 ## make deps        apt-get update, then install every package the jobs use
 deps:
@@ -71,21 +72,34 @@ export:
 	@scripts/export $(KSRC) patches
 
 # ---------------------------------------------------------------- kernels
-# One rule makes each flavour: O=build/obj-<flavour>, config from fragments.
+# config/common: features every kernel has; config/series: options that only
+# the series provides; config/debug, config/perf: the two flavours.
+DEBUG_CONFIG := config/common config/series config/debug
+PERF_CONFIG  := config/common config/series config/perf
+BASE_SRC     := $(B)/linux-base
+
+# One rule makes each kernel: $(1) flavour (O=build/obj-$(1)), $(2) config
+# fragments, $(3) source tree, $(4) what the source tree is made by.
 define kernel_rule
-$(B)/obj-$(1)/.config: $(TREE) config/common $(2) scripts/kconfig
-	@$(STEP) "kconfig $(1)" $(LOGS)/kconfig-$(1).log scripts/kconfig $(KSRC) $(B)/obj-$(1) config/common $(2)
+$(B)/obj-$(1)/.config: $(4) $(2) scripts/kconfig
+	@$(STEP) "kconfig $(1)" $(LOGS)/kconfig-$(1).log scripts/kconfig $(3) $(B)/obj-$(1) $(2)
 
 $(B)/obj-$(1)/arch/x86/boot/bzImage: $(B)/obj-$(1)/.config FORCE_KBUILD
 	@$(STEP) "build kernel ($(1))" $(LOGS)/build-$(1).log \
-		$(MAKE) -C $(KSRC) O=$(CURDIR)/$(B)/obj-$(1) CC="ccache gcc" -j$(JOBS) bzImage modules
+		$(MAKE) -C $(3) O=$(CURDIR)/$(B)/obj-$(1) CC="ccache gcc" -j$(JOBS) bzImage modules
 	@$(STEP) "headers ($(1))" $(LOGS)/headers-$(1).log \
-		$(MAKE) -C $(KSRC) O=$(CURDIR)/$(B)/obj-$(1) headers_install
+		$(MAKE) -C $(3) O=$(CURDIR)/$(B)/obj-$(1) headers_install
 endef
-$(eval $(call kernel_rule,debug,config/debug))
-$(eval $(call kernel_rule,perf,config/perf))
+$(eval $(call kernel_rule,debug,$(DEBUG_CONFIG),$(KSRC),$(TREE)))
+$(eval $(call kernel_rule,perf,$(PERF_CONFIG),$(KSRC),$(TREE)))
+$(eval $(call kernel_rule,perf-base,config/common config/perf,$(BASE_SRC),$(BASE_SRC)/Makefile))
 .PHONY: FORCE_KBUILD
 FORCE_KBUILD:
+
+# The base alone, for side-by-side benchmarks: a worktree of build/linux.
+$(BASE_SRC)/Makefile: $(TREE)
+	@git -C $(KSRC) worktree prune
+	@[ -d $(BASE_SRC) ] || git -C $(KSRC) worktree add -q --detach $(CURDIR)/$(BASE_SRC) base
 
 ## make kernel      the debug kernel every test boot uses (build/obj-debug)
 kernel: $(B)/obj-debug/arch/x86/boot/bzImage
@@ -104,6 +118,16 @@ $(B)/initramfs.cpio.gz: selftests tests/init tests/mkinitramfs $(wildcard tests/
 	@$(STEP) "initramfs" $(LOGS)/initramfs.log tests/mkinitramfs $(B)/selftests $@
 
 # ---------------------------------------------------------------- checks
+## make bench       base vs series, side by side: put-path ratios and code size
+ROUNDS ?= 3
+bench: $(B)/obj-perf/arch/x86/boot/bzImage $(B)/obj-perf-base/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
+	@echo "hot-path code size, base -> series (scripts/bloat-o-meter):"
+	@$(KSRC)/scripts/bloat-o-meter $(B)/obj-perf-base/vmlinux $(B)/obj-perf/vmlinux | \
+		grep -E '^(add/remove|Function|Total)|__folio_put|folios_put_refs|put_pages_list|free_typed_folio' | sed 's/^/  /'
+	@bench/run --base $(B)/obj-perf-base/arch/x86/boot/bzImage \
+		--series $(B)/obj-perf/arch/x86/boot/bzImage \
+		--initrd $(B)/initramfs.cpio.gz --rounds $(ROUNDS) --out $(B)/bench
+
 ## make check       checkpatch --strict on every patch
 check: $(TREE)
 	@scripts/checkpatch $(KSRC) patches

@@ -40,6 +40,10 @@ BOOTS = [
          list="mm"),
     Boot("demo", "the story: a guest_memfd-backed VM in nested KVM (make demo)",
          cmdline="kunit.enable=0 quiet", list="demo", timeout=600),
+    Boot("bench", "put-path benchmarks; guest time counts instructions (make bench)",
+         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp=1,
+         cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet",
+         list="bench", timeout=900),
     Boot("kunit", "built-in KUnit suites, run at boot",
          cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900),
 ]

@@ -15,7 +15,7 @@ MM_TESTS := gup_longterm gup_test hmm-tests hugepage-mmap hugepage-shm map_huget
 	hugetlb_madv_vs_map hugetlb_dio
 KVM_TESTS := guest_memfd_test set_memory_region_test pre_fault_memory_test \
 	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
-OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*_test.c))
+OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
 all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS))
 

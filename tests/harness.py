@@ -1,0 +1,232 @@
+"""Boot a kernel in QEMU as described by tests/boots.py, collect the
+results, and fail on any failed test, timeout or kernel splat.
+
+Used by tests/run (make test, make demo) and bench/run (make bench).
+"""
+import argparse
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boots import BOOTS, qemu_command
+
+HERE = Path(__file__).parent
+STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+RESULT = re.compile(r"^(not )?ok (\d+) (\S+)(?: # (.*))?$")
+PLAN = re.compile(r"^1\.\.(\d+)$")
+# Kernel splats. Matched anywhere in a console line; see tests/benign-console
+# for the few lines that match but are not splats.
+SPLAT = re.compile(r"BUG:|WARNING:|Oops|general protection fault|Kernel panic|"
+                   r"KASAN|UBSAN|possible circular locking|inconsistent lock state|"
+                   r"possible recursive locking|blocked for more than|soft lockup|"
+                   r"hard LOCKUP|Call Trace:|kernel BUG at|list_(add|del) corruption")
+
+
+def load_table(name):
+    """Lines 'KEY  REASON' of a tests/ file, comments and blanks skipped."""
+    rows = {}
+    for line in (HERE / name).read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, reason = line.strip().partition(" ")
+            rows[key] = reason.strip()
+    return rows
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str         # pass, fail, skip
+    note: str = ""
+
+
+@dataclass
+class Result:
+    boot: str
+    outcomes: list = field(default_factory=list)
+    seconds: float = 0.0
+    lines: list = field(default_factory=list)
+
+    def count(self, status):
+        return sum(o.status == status for o in self.outcomes)
+
+
+def console_lines(log):
+    for raw in log.read_text(errors="replace").splitlines():
+        yield raw.rstrip("\r")
+
+
+def userspace_outcomes(lines):
+    planned, seen = None, {}
+    for line in lines:
+        if m := PLAN.match(line):
+            planned = int(m.group(1))
+        elif m := RESULT.match(line):
+            failed, num, name, note = m.group(1), int(m.group(2)), m.group(3), m.group(4) or ""
+            status = "fail" if failed else "skip" if note.startswith("SKIP") else "pass"
+            seen[num] = Outcome(name, status, note)
+    outcomes = [seen[k] for k in sorted(seen)]
+    if planned is None:
+        outcomes.append(Outcome("runner", "fail", "the guest runner never started"))
+    elif len(seen) < planned:
+        outcomes.append(Outcome("runner", "fail",
+                                f"{planned - len(seen)} of {planned} tests never reported"))
+    return outcomes
+
+
+def kunit_outcomes(lines):
+    """KTAP from the kernel: count every test case (indent 4) of every suite."""
+    outcomes, suite, suites = [], "?", 0
+    for line in lines:
+        line = STAMP.sub("", line)
+        if m := re.match(r"^    # Subtest: (\S+)", line):
+            suite = m.group(1)
+        elif line.startswith("    ") and (m := RESULT.match(line[4:])):
+            failed, note = m.group(1), m.group(4) or ""
+            status = "fail" if failed else "skip" if note.startswith("SKIP") else "pass"
+            outcomes.append(Outcome(f"{suite}.{m.group(3)}", status, note))
+        elif RESULT.match(line):
+            suites += 1
+    if not suites:
+        outcomes.append(Outcome("kunit", "fail", "no KUnit suite reported"))
+    return outcomes
+
+
+def splats(lines, benign):
+    bad = []
+    for line in lines:
+        if SPLAT.search(line) and not any(re.search(p, line) for p in benign):
+            bad.append(line)
+    return bad
+
+
+def apply_known_failures(boot, outcomes, known):
+    for o in outcomes:
+        reason = known.get(f"{boot}/{o.name}")
+        if reason is None:
+            continue
+        if o.status == "fail":
+            o.status, o.note = "skip", f"known failure: {reason}"
+        elif o.status == "pass":
+            o.status, o.note = "fail", "passes now: remove it from tests/known-failures"
+
+
+class Console:
+    """Streams QEMU's serial console to a log, with an optional live view."""
+
+    def __init__(self, proc, log, show):
+        self.proc, self.log, self.show = proc, log, show
+        self.last = time.time()
+        self.thread = threading.Thread(target=self.pump, daemon=True)
+        self.thread.start()
+
+    def pump(self):
+        with open(self.log, "w") as out:
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                out.write(line + "\n")
+                out.flush()
+                self.last = time.time()
+                self.show(line)
+
+
+def run_boot(boot, args, show, tag=None):
+    """One boot; its console goes to <logs>/<tag or boot name>.log."""
+    log = Path(args.logs) / f"{tag or boot.name}.log"
+    cmd = qemu_command(boot, args.kernel, args.initrd)
+    log.with_suffix(".cmd").write_text(" ".join(cmd) + "\n")
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    console = Console(proc, log, show)
+    timed_out = False
+    try:
+        proc.wait(timeout=boot.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    console.thread.join(timeout=10)
+    result = Result(boot.name, seconds=time.time() - start)
+    lines = result.lines = list(console_lines(log))
+    parse = kunit_outcomes if boot.kind == "kunit" else userspace_outcomes
+    result.outcomes = parse(lines)
+    apply_known_failures(boot.name, result.outcomes, load_table("known-failures"))
+    if timed_out:
+        result.outcomes.append(Outcome("boot", "fail", f"timed out after {boot.timeout}s"))
+    bad = splats(lines, load_table("benign-console").keys())
+    result.outcomes.append(Outcome("console", "fail" if bad else "pass",
+                                   f"{len(bad)} splat line(s)" if bad else "clean"))
+    if bad or timed_out:
+        print(f"  {boot.name}: console lines that fail the boot (full log: {log}):")
+        for line in (bad[:30] if bad else lines[-30:]):
+            print(f"    | {line}")
+    return result
+
+
+def live_view(boot_name):
+    """Prints each test result as the guest reports it."""
+    def show(line):
+        m = RESULT.match(line)
+        if m:
+            print(f"  {boot_name}: {line}", flush=True)
+    return show
+
+
+def story_view(boot_name):
+    """The demo's narration: what booted, what runs, each check as it passes."""
+    def show(line):
+        if line.startswith("harness: boot"):
+            print(f"  The guest is up: {line.split(': ', 1)[1].split(' on ', 1)[1]}", flush=True)
+        elif line.startswith("# harness: run"):
+            print(f"  Running {line.split('run ', 1)[1]}", flush=True)
+        elif m := RESULT.match(line.strip()):
+            mark = "FAILED" if m.group(1) else "ok"
+            print(f"    {mark:6} {m.group(3)}", flush=True)
+        elif line.strip().startswith("# PASSED") or line.strip().startswith("# Totals"):
+            print(f"    {line.strip()[2:]}", flush=True)
+    return show
+
+
+def boot_table(names):
+    """The boots by name; exits naming any that tests/boots.py lacks."""
+    table = {b.name: b for b in BOOTS}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        sys.exit(f"unknown boot(s) {', '.join(unknown)}; known: {', '.join(table)}")
+    return table
+
+
+def main(doc):
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--logs", default="build/logs")
+    ap.add_argument("--demo", action="store_true", help="narrate instead of listing results")
+    ap.add_argument("boots", nargs="+", help="boot names from tests/boots.py")
+    args = ap.parse_args()
+    Path(args.logs).mkdir(parents=True, exist_ok=True)
+    table = boot_table(args.boots)
+
+    results = []
+    for name in args.boots:
+        boot = table[name]
+        print(f"[{time.strftime('%T')}] boot {name}: {boot.doc}", flush=True)
+        view = story_view if args.demo else live_view
+        results.append(run_boot(boot, args, view(name)))
+
+    print("\nsummary")
+    for r in results:
+        for o in r.outcomes:
+            if o.status != "pass":
+                print(f"  {o.status.upper():5} {r.boot}/{o.name}  {o.note}")
+        print(f"  {r.boot:6} {r.count('pass')} passed, {r.count('fail')} failed, "
+              f"{r.count('skip')} skipped in {r.seconds:.0f}s")
+    totals = {s: sum(r.count(s) for r in results) for s in ("pass", "fail", "skip")}
+    print(f"{totals['pass']} passed, {totals['fail']} failed, {totals['skip']} skipped")
+    sys.exit(1 if totals["fail"] else 0)
+
