@@ -36,7 +36,7 @@ BOOTS = [
                   "-device", "intel-iommu,intremap=on", "-device", "edu"],
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
     Boot("mm", "no vIOMMU: GUP pins, hugetlb, hmm, iommufd mock-domain pins",
-         cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=64 kunit.enable=0",
+         cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=160 kunit.enable=0",
          list="mm"),
     Boot("demo", "the story: a guest_memfd-backed VM in nested KVM (make demo)",
          cmdline="kunit.enable=0 quiet", list="demo", timeout=600),

@@ -21,6 +21,7 @@ all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS
 
 # ---- mm: liburing is linked in when present, as upstream's probe does
 MM_CFLAGS := -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -isystem $(abspath $(HDR)) \
+	-fmacro-prefix-map=$(SELF)/mm/= \
 	-I$(OUT)/mm/config -I$(SELF) -I$(KSRC) -I$(KSRC)/tools/include/uapi
 MM_LIBS   := $(if $(wildcard /usr/include/liburing.h),-luring) -lrt -lpthread -lm
 
