@@ -93,6 +93,7 @@ endef
 $(eval $(call kernel_rule,debug,$(DEBUG_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf,$(PERF_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf-base,config/common config/perf,$(BASE_SRC),$(BASE_SRC)/Makefile))
+$(eval $(call kernel_rule,kvm-modules,$(PERF_CONFIG) config/kvm-modules,$(KSRC),$(TREE)))
 .PHONY: FORCE_KBUILD
 FORCE_KBUILD:
 
@@ -128,9 +129,10 @@ bench: $(B)/obj-perf/arch/x86/boot/bzImage $(B)/obj-perf-base/arch/x86/boot/bzIm
 		--series $(B)/obj-perf/arch/x86/boot/bzImage \
 		--initrd $(B)/initramfs.cpio.gz --rounds $(ROUNDS) --out $(B)/bench
 
-## make check       checkpatch --strict on every patch
+## make check       checkpatch --strict on every patch; build with KVM=m
 check: $(TREE)
 	@scripts/checkpatch $(KSRC) patches
+	@$(MAKE) --no-print-directory $(B)/obj-kvm-modules/arch/x86/boot/bzImage
 
 ## make bisect-check  build every prefix of the series (incremental, slow)
 bisect-check: $(TREE) $(B)/obj-debug/.config

@@ -119,17 +119,21 @@ TEST_F(ioas, pin_holds_pages_until_unmap)
 {
 	const struct mem_kind *kind = &variant->kind;
 	long size_kb = kind->size >> 10, slack = pool_slack_kb(kind);
-	long before = pool_free(kind), pinned, after;
+	long npages = kind->size / getpagesize();
+	long before = pool_free(kind), pinned, after, pins = pins_held();
 	char *buf = map_populated(kind);
 
 	ASSERT_NE(buf, MAP_FAILED);
 	ASSERT_EQ(ioas_map(self, buf, kind->size), 0);
+	EXPECT_EQ(pins_held() - pins, npages);
 	ASSERT_EQ(munmap(buf, kind->size), 0);
+	EXPECT_EQ(pins_held() - pins, npages);
 	pinned = pool_free(kind);
 	TH_LOG("free before %ld kB, pinned after munmap %ld kB", before, pinned);
 	EXPECT_LE(pinned, before - size_kb + slack);
 
 	ASSERT_EQ(ioas_unmap(self, kind->size), 0);
+	EXPECT_EQ(pins_held(), pins);
 	after = pool_free(kind);
 	TH_LOG("free after IOMMU_IOAS_UNMAP %ld kB", after);
 	EXPECT_GE(after, before - slack);

@@ -276,12 +276,15 @@ TEST_F(edu, pin_holds_pages_until_unmap)
 {
 	const struct mem_kind *kind = &variant->kind;
 	long size_kb = kind->size >> 10, slack = pool_slack_kb(kind);
-	long before = pool_free(kind), pinned, after;
+	long npages = kind->size / getpagesize();
+	long before = pool_free(kind), pinned, after, pins = pins_held();
 	char *buf = map_populated(kind);
 
 	ASSERT_NE(buf, MAP_FAILED);
 	ASSERT_EQ(dma_map(self, buf, kind->size), 0);
+	EXPECT_EQ(pins_held() - pins, npages);
 	ASSERT_EQ(munmap(buf, kind->size), 0);
+	EXPECT_EQ(pins_held() - pins, npages);
 
 	pinned = pool_free(kind);
 	TH_LOG("free before %ld kB, pinned after munmap %ld kB", before, pinned);
@@ -291,6 +294,7 @@ TEST_F(edu, pin_holds_pages_until_unmap)
 	EXPECT_FALSE(dmar_fault_seen(self, IOVA));
 
 	ASSERT_EQ(dma_unmap(self, kind->size), 0);
+	EXPECT_EQ(pins_held(), pins);
 	after = pool_free(kind);
 	TH_LOG("free after VFIO_IOMMU_UNMAP_DMA %ld kB", after);
 	EXPECT_GE(after, before - slack);
