@@ -49,9 +49,18 @@ static inline long vmstat(const char *field)
 	return val;
 }
 
-/* Pages pinned with FOLL_PIN system-wide, exactly (one count a page). */
+/*
+ * Pages pinned with FOLL_PIN system-wide (one count a page). The counters
+ * are per-cpu until folded: vm/stat_refresh folds them, making this exact.
+ */
 static inline long pins_held(void)
 {
+	FILE *f = fopen("/proc/sys/vm/stat_refresh", "w");
+
+	if (f) {
+		fputs("1", f);
+		fclose(f);
+	}
 	return vmstat("nr_foll_pin_acquired") - vmstat("nr_foll_pin_released");
 }
 
@@ -75,22 +84,14 @@ static inline void *map_populated(const struct mem_kind *kind)
 }
 
 /*
- * How the pinned memory is seen to return: hugetlb pages to the pool
- * (HugePages_Free, exact), normal pages to the buddy allocator (MemFree,
- * in kB). MemFree does not count pages parked on per-cpu free lists, so
- * for normal pages allow half the size as slack; pins_held() is the
- * exact check that the pages were let go.
+ * Free pages of the hugetlb pool. The MAP_HUGETLB variants check with it
+ * that pinned pages stay out of the pool and come back, exactly; for 4 KiB
+ * pages MemFree cannot tell (per-cpu free lists hide pages from it), so
+ * those variants rely on pins_held() alone.
  */
-static inline long pool_free(const struct mem_kind *kind)
+static inline long hugepages_free(void)
 {
-	if (kind->mmap_flags & MAP_HUGETLB)
-		return meminfo("HugePages_Free") * (long)(SZ_2M >> 10);
-	return meminfo("MemFree");
-}
-
-static inline long pool_slack_kb(const struct mem_kind *kind)
-{
-	return (kind->mmap_flags & MAP_HUGETLB) ? 0 : (long)(kind->size >> 10) / 2;
+	return meminfo("HugePages_Free");
 }
 
 #endif

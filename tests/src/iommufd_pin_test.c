@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
@@ -118,25 +119,23 @@ TEST_F(ioas, map_pins_the_users_pages)
 TEST_F(ioas, pin_holds_pages_until_unmap)
 {
 	const struct mem_kind *kind = &variant->kind;
-	long size_kb = kind->size >> 10, slack = pool_slack_kb(kind);
+	bool huge = kind->mmap_flags & MAP_HUGETLB;
 	long npages = kind->size / getpagesize();
-	long before = pool_free(kind), pinned, after, pins = pins_held();
+	long free0 = hugepages_free(), pins0 = pins_held();
 	char *buf = map_populated(kind);
 
 	ASSERT_NE(buf, MAP_FAILED);
 	ASSERT_EQ(ioas_map(self, buf, kind->size), 0);
-	EXPECT_EQ(pins_held() - pins, npages);
+	EXPECT_EQ(pins_held() - pins0, npages);
 	ASSERT_EQ(munmap(buf, kind->size), 0);
-	EXPECT_EQ(pins_held() - pins, npages);
-	pinned = pool_free(kind);
-	TH_LOG("free before %ld kB, pinned after munmap %ld kB", before, pinned);
-	EXPECT_LE(pinned, before - size_kb + slack);
+	EXPECT_EQ(pins_held() - pins0, npages);
+	if (huge)
+		EXPECT_EQ(hugepages_free(), free0 - (long)(kind->size / SZ_2M));
 
 	ASSERT_EQ(ioas_unmap(self, kind->size), 0);
-	EXPECT_EQ(pins_held(), pins);
-	after = pool_free(kind);
-	TH_LOG("free after IOMMU_IOAS_UNMAP %ld kB", after);
-	EXPECT_GE(after, before - slack);
+	EXPECT_EQ(pins_held(), pins0);
+	if (huge)
+		EXPECT_EQ(hugepages_free(), free0);
 }
 
 TEST_HARNESS_MAIN
