@@ -204,12 +204,11 @@ def demo_summary(results):
     lines = [line for r in results for line in r.lines]
     booted = next((line.split(" on ", 1)[1] for line in lines
                    if line.startswith("harness: boot")), "nothing (see the log)")
-    checks = [m for line in lines if (m := RESULT.match(line.strip())) and line.startswith("    ")]
-    passed = sum(1 for m in checks if not m.group(1))
-    return (f"\nIn short: booted {booted}; ran "
-            f"{', '.join(o.name for r in results for o in r.outcomes if o.name != 'console')}; "
-            f"{passed} of {len(checks)} checks passed; console "
-            f"{'clean' if all(o.status == 'pass' for r in results for o in r.outcomes if o.name == 'console') else 'NOT clean'}.")
+    tests = [o for r in results for o in r.outcomes if o.name != "console"]
+    clean = all(o.status == "pass" for r in results for o in r.outcomes if o.name == "console")
+    return (f"\nIn short: booted {booted}; ran {', '.join(o.name for o in tests)}; "
+            f"{sum(o.status == 'pass' for o in tests)} of {len(tests)} passed; "
+            f"console {'clean' if clean else 'NOT clean: see above'}.")
 
 
 def boot_table(names):
