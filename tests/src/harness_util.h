@@ -9,18 +9,18 @@
 
 #define SZ_2M (2UL << 20)
 
-/* A /proc/meminfo field in kB (or pages, for HugePages_*); -1 if absent. */
-static inline long meminfo(const char *field)
+/* The number after @field in a /proc file of "field<sep> value" lines; -1 if absent. */
+static inline long proc_field(const char *path, const char *field, char sep)
 {
 	size_t len = strlen(field);
 	char line[256];
 	long val = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
+	FILE *f = fopen(path, "r");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, field, len) && line[len] == ':') {
+		if (!strncmp(line, field, len) && line[len] == sep) {
 			sscanf(line + len + 1, "%ld", &val);
 			break;
 		}
@@ -29,24 +29,14 @@ static inline long meminfo(const char *field)
 	return val;
 }
 
-/* A /proc/vmstat counter; -1 if absent. */
+static inline long meminfo(const char *field)
+{
+	return proc_field("/proc/meminfo", field, ':');
+}
+
 static inline long vmstat(const char *field)
 {
-	size_t len = strlen(field);
-	char line[256];
-	long val = -1;
-	FILE *f = fopen("/proc/vmstat", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, field, len) && line[len] == ' ') {
-			sscanf(line + len + 1, "%ld", &val);
-			break;
-		}
-	}
-	fclose(f);
-	return val;
+	return proc_field("/proc/vmstat", field, ' ');
 }
 
 /*
