@@ -25,13 +25,12 @@ STEP  := scripts/step
 DEPS  := $(B)/stamp/deps
 TREE  := $(B)/stamp/tree
 
-.PHONY: help demo test kunit deps tree export kernel kernel-perf \
+.PHONY: help demo test deps tree export kernel kernel-perf \
 	selftests initramfs check bisect-check bench clean distclean
 
 help:
-	@sed -n 's/^## //p' README.md 2>/dev/null | head -40 || true
-	@echo "targets: demo test deps tree export kernel kernel-perf selftests initramfs check bisect-check clean distclean"
-	@echo "  make test T=kvm    runs one boot (boots: kvm vfio mm kunit)"
+	@sed -n 's/^## //p' Makefile
+	@echo "make test T=kvm   runs one boot (boots: kvm vfio mm kunit)"
 
 ## make demo        boot the series and tell its story
 demo: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
