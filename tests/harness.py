@@ -119,7 +119,6 @@ class Console:
 
     def __init__(self, proc, log, show):
         self.proc, self.log, self.show = proc, log, show
-        self.last = time.time()
         self.thread = threading.Thread(target=self.pump, daemon=True)
         self.thread.start()
 
@@ -129,7 +128,6 @@ class Console:
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 out.write(line + "\n")
                 out.flush()
-                self.last = time.time()
                 self.show(line)
 
 
