@@ -3,9 +3,17 @@
 #ifndef HARNESS_UTIL_H
 #define HARNESS_UTIL_H
 
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <linux/kvm.h>
 
 #define SZ_2M (2UL << 20)
 
@@ -59,18 +67,89 @@ struct mem_kind {
 	const char *name;
 	int mmap_flags;
 	size_t size;
+	bool guest_memfd;
 };
 
-/* A populated anonymous mapping of @kind, or MAP_FAILED. */
+/*
+ * The guest_memfd that map_populated() made last, or -1. Its VM lives as
+ * long as the process: each test runs in a process of its own.
+ */
+static int gmem_fd = -1;
+
+/* A guest_memfd of a software-protected VM, host-mappable and shared. */
+static inline int gmem_create(size_t size)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = size,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+	};
+	int kvm = open("/dev/kvm", O_RDWR);
+	int vm;
+
+	if (kvm < 0)
+		return -1;
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	close(kvm);
+	if (vm < 0)
+		return -1;
+	return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+}
+
+/* A populated mapping of @kind, filled with 0x5a, or MAP_FAILED. */
 static inline void *map_populated(const struct mem_kind *kind)
 {
-	char *p = mmap(NULL, kind->size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | kind->mmap_flags,
-		       -1, 0);
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | kind->mmap_flags;
+	char *p;
 
+	if (kind->guest_memfd) {
+		gmem_fd = gmem_create(kind->size);
+		if (gmem_fd < 0)
+			return MAP_FAILED;
+		flags = MAP_SHARED | MAP_POPULATE;
+	}
+	p = mmap(NULL, kind->size, PROT_READ | PROT_WRITE, flags, gmem_fd, 0);
 	if (p != MAP_FAILED)
 		memset(p, 0x5a, kind->size);
 	return p;
+}
+
+/* KVM_SET_MEMORY_ATTRIBUTES2 on gmem_fd; the error offset goes to *@error. */
+static inline int gmem_convert(size_t offset, size_t size, bool private,
+			       uint64_t flags, uint64_t *error)
+{
+	struct kvm_memory_attributes2 attrs = {
+		.offset = offset,
+		.size = size,
+		.attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+		.flags = flags,
+	};
+	int r = ioctl(gmem_fd, KVM_SET_MEMORY_ATTRIBUTES2, &attrs);
+
+	if (error)
+		*error = attrs.error_offset;
+	return r;
+}
+
+static sigjmp_buf sigbus_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(sigbus_jmp, 1);
+}
+
+/* Whether the host can read the byte at @p (a private page: SIGBUS). */
+static inline bool host_can_read(const char *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	bool ok = false;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (!sigsetjmp(sigbus_jmp, 1)) {
+		(void)*(const volatile char *)p;
+		ok = true;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return ok;
 }
 
 /*

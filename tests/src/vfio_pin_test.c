@@ -3,11 +3,13 @@
  * VFIO type1 long-term pins, seen from a device that really does DMA.
  *
  * Needs QEMU's "edu" device (1234:11e8) behind an IOMMU (intel-iommu,
- * intel_iommu=on); the test binds it to vfio-pci itself. For anonymous and
- * MAP_HUGETLB memory it checks that VFIO_IOMMU_MAP_DMA pins the pages, the
- * device can DMA into them, the pin keeps them out of the pool after the
- * process unmaps them, VFIO_IOMMU_UNMAP_DMA gives them back, and a DMA to
- * the IOVA afterwards faults in the IOMMU.
+ * intel_iommu=on); the test binds it to vfio-pci itself. For anonymous,
+ * MAP_HUGETLB and guest_memfd memory it checks that VFIO_IOMMU_MAP_DMA pins
+ * the pages, the device can DMA into them, the pin keeps them out of the
+ * pool after the process unmaps them, VFIO_IOMMU_UNMAP_DMA gives them back,
+ * and a DMA to the IOVA afterwards faults in the IOMMU. For guest_memfd, a
+ * conversion to private waits for VFIO_IOMMU_UNMAP_DMA while the device
+ * keeps writing the pages.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -120,6 +122,10 @@ FIXTURE_VARIANT_ADD(edu, anon_4k) {
 
 FIXTURE_VARIANT_ADD(edu, hugetlb_2m) {
 	.kind = { "MAP_HUGETLB 2 MiB pages", MAP_HUGETLB, 8UL << 20 },
+};
+
+FIXTURE_VARIANT_ADD(edu, guest_memfd) {
+	.kind = { "guest_memfd shared pages", 0, 2UL << 20, true },
 };
 
 static uint32_t edu_read(FIXTURE_DATA(edu) *self, off_t reg)
@@ -312,6 +318,58 @@ TEST_F(edu, unmapped_iova_faults)
 	ASSERT_EQ(edu_dma(self, EDU_BUF, IOVA, EDU_XFER, 1), 0);
 	EXPECT_TRUE(dmar_fault_seen(self, IOVA));
 	ASSERT_EQ(munmap(buf, variant->kind.size), 0);
+}
+
+/*
+ * Shared to private while the device holds the pages: EAGAIN without
+ * KVM_SET_MEMORY_ATTRIBUTES2_DEFER; with it the pages are pending, the host
+ * cannot touch them but the device still can, and the conversion completes
+ * when VFIO_IOMMU_UNMAP_DMA drops the pins, with what the device wrote.
+ */
+TEST_F(edu, conversion_completes_on_dma_unmap)
+{
+	size_t size = variant->kind.size, page = getpagesize();
+	long npages = size / page, pins0 = pins_held();
+	uint64_t error = -1;
+	char *buf;
+	int i;
+
+	if (!variant->kind.guest_memfd)
+		SKIP(return, "conversion needs guest_memfd");
+	buf = map_populated(&variant->kind);
+	ASSERT_NE(buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
+	for (i = 0; i < EDU_XFER; i++)
+		buf[page + i] = (char)(i * 3 + 1);
+	ASSERT_EQ(dma_map(self, buf, size), 0);
+	ASSERT_EQ(edu_dma(self, IOVA + page, EDU_BUF, EDU_XFER, 0), 0);
+
+	ASSERT_EQ(gmem_convert(0, size, true, 0, &error), -1);
+	EXPECT_EQ(errno, EAGAIN);
+	EXPECT_EQ(error, 0);
+	EXPECT_TRUE(host_can_read(buf));
+
+	EXPECT_EQ(gmem_convert(0, size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER, NULL),
+		  npages);
+	EXPECT_FALSE(host_can_read(buf));
+	EXPECT_EQ(pins_held() - pins0, npages);
+
+	/* The pins stay valid: the device writes a pending page. */
+	ASSERT_EQ(edu_dma(self, EDU_BUF, IOVA, EDU_XFER, 1), 0);
+	EXPECT_FALSE(dmar_fault_seen(self, IOVA));
+
+	ASSERT_EQ(dma_unmap(self, size), 0);
+	EXPECT_EQ(pins_held(), pins0);
+	EXPECT_EQ(gmem_convert(0, size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+			       KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
+	EXPECT_FALSE(host_can_read(buf));
+	ASSERT_EQ(edu_dma(self, EDU_BUF, IOVA, EDU_XFER, 1), 0);
+	EXPECT_TRUE(dmar_fault_seen(self, IOVA));
+
+	/* Back to shared: the page holds what the device wrote while pending. */
+	ASSERT_EQ(gmem_convert(0, size, false, 0, NULL), 0);
+	ASSERT_TRUE(host_can_read(buf));
+	EXPECT_EQ(memcmp(buf, buf + page, EDU_XFER), 0);
+	ASSERT_EQ(munmap(buf, size), 0);
 }
 
 TEST_HARNESS_MAIN
