@@ -37,6 +37,20 @@ static inline long proc_field(const char *path, const char *field, char sep)
 	return val;
 }
 
+/* The number a file holds (debugfs counters and the like); -1 if none. */
+static inline long file_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long val = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &val) != 1)
+		val = -1;
+	fclose(f);
+	return val;
+}
+
 static inline long meminfo(const char *field)
 {
 	return proc_field("/proc/meminfo", field, ':');
@@ -71,10 +85,10 @@ struct mem_kind {
 };
 
 /*
- * The guest_memfd that map_populated() made last, or -1. Its VM lives as
- * long as the process: each test runs in a process of its own.
+ * The guest_memfd that map_populated() made last and its VM, or -1. Unless
+ * closed, they live as long as the process: each test runs in its own.
  */
-static int gmem_fd = -1;
+static int gmem_fd = -1, gmem_vm_fd = -1;
 
 /* A guest_memfd of a software-protected VM, host-mappable and shared. */
 static inline int gmem_create(size_t size)
@@ -84,15 +98,14 @@ static inline int gmem_create(size_t size)
 		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
 	};
 	int kvm = open("/dev/kvm", O_RDWR);
-	int vm;
 
 	if (kvm < 0)
 		return -1;
-	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	gmem_vm_fd = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
 	close(kvm);
-	if (vm < 0)
+	if (gmem_vm_fd < 0)
 		return -1;
-	return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+	return ioctl(gmem_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
 }
 
 /* A populated mapping of @kind, filled with 0x5a, or MAP_FAILED. */
