@@ -8,7 +8,7 @@ LINUX_TARBALL := /usr/src/linux-source-6.12.tar.xz
 B       := build
 KSRC    := $(B)/linux
 LOGS    := $(B)/logs
-T       ?= kvm vfio mm kunit
+T       ?= kvm vfio modules mm kunit
 JOBS    ?= $(shell nproc)
 FORCE   ?= 0
 export LINUX_PIN FORCE
@@ -30,7 +30,7 @@ TREE  := $(B)/stamp/tree
 
 help:
 	@sed -n 's/^## //p' Makefile
-	@echo "make test T=kvm   runs one boot (boots: kvm vfio mm kunit)"
+	@echo "make test T=kvm   runs one boot (boots: kvm vfio modules mm kunit)"
 
 ## make demo        boot the series and tell its story
 demo: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
@@ -38,9 +38,12 @@ demo: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
 		--initrd $(B)/initramfs.cpio.gz --logs $(LOGS) demo
 
 ## make test        build everything and run every boot (T="kvm mm" for some)
-test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
+test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz \
+		$(B)/obj-kvm-modules/arch/x86/boot/bzImage $(B)/initramfs-kvm-modules.cpio.gz
 	@tests/run --kernel $(B)/obj-debug/arch/x86/boot/bzImage \
-		--initrd $(B)/initramfs.cpio.gz --logs $(LOGS) $(T)
+		--initrd $(B)/initramfs.cpio.gz \
+		--kernel kvm-modules=$(B)/obj-kvm-modules/arch/x86/boot/bzImage \
+		--initrd kvm-modules=$(B)/initramfs-kvm-modules.cpio.gz --logs $(LOGS) $(T)
 
 # ---------------------------------------------------------------- packages
 PACKAGES := build-essential bc bison flex libelf-dev libssl-dev rsync ccache git \
@@ -92,7 +95,7 @@ endef
 $(eval $(call kernel_rule,debug,$(DEBUG_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf,$(PERF_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf-base,config/common config/perf,$(BASE_SRC),$(BASE_SRC)/Makefile))
-$(eval $(call kernel_rule,kvm-modules,$(PERF_CONFIG) config/kvm-modules,$(KSRC),$(TREE)))
+$(eval $(call kernel_rule,kvm-modules,$(DEBUG_CONFIG) config/kvm-modules,$(KSRC),$(TREE)))
 .PHONY: FORCE_KBUILD
 FORCE_KBUILD:
 
@@ -116,6 +119,16 @@ selftests: $(B)/obj-debug/arch/x86/boot/bzImage
 initramfs: $(B)/initramfs.cpio.gz
 $(B)/initramfs.cpio.gz: selftests tests/init tests/mkinitramfs $(wildcard tests/lists/*)
 	@$(STEP) "initramfs" $(LOGS)/initramfs.log tests/mkinitramfs $(B)/selftests $@
+
+# The same, plus the kvm-modules kernel's modules (depmod'ed, stripped).
+$(B)/initramfs-kvm-modules.cpio.gz: selftests tests/init tests/mkinitramfs $(wildcard tests/lists/*) \
+		$(B)/obj-kvm-modules/arch/x86/boot/bzImage
+	@rm -rf $(B)/modules-kvm
+	@$(STEP) "modules (kvm-modules)" $(LOGS)/modules-kvm-modules.log \
+		$(MAKE) -C $(KSRC) O=$(CURDIR)/$(B)/obj-kvm-modules \
+		INSTALL_MOD_PATH=$(CURDIR)/$(B)/modules-kvm INSTALL_MOD_STRIP=1 modules_install
+	@$(STEP) "initramfs (kvm-modules)" $(LOGS)/initramfs-kvm-modules.log \
+		tests/mkinitramfs $(B)/selftests $@ $(B)/modules-kvm
 
 # ---------------------------------------------------------------- checks
 ## make bench       base vs series, side by side: put-path ratios and code size

@@ -1,9 +1,10 @@
 """The boot matrix, as data. tests/run turns each entry into one QEMU boot.
 
-Every boot uses the same kernel and initramfs; `list` names the file under
-tests/lists/ whose tests the guest runs (or, for kind "kunit", the KUnit
-suites that run inside the kernel at boot). A boot's `timeout` bounds the
-whole boot; each test has its own timeout in its list.
+A boot runs the debug kernel and its initramfs unless `kernel` names another
+flavour (build/obj-<kernel>, with its own initramfs); `list` names the file
+under tests/lists/ whose tests the guest runs (or, for kind "kunit", the
+KUnit suites that run inside the kernel at boot). A boot's `timeout` bounds
+the whole boot; each test has its own timeout in its list.
 """
 from dataclasses import dataclass, field
 
@@ -13,6 +14,10 @@ QEMU = ["qemu-system-x86_64", "-accel", "tcg,thread=single",
         "-cpu", "EPYC,+svm,+npt", "-nographic", "-no-reboot",
         "-nic", "none", "-serial", "stdio", "-monitor", "none"]
 CMDLINE = "console=ttyS0 panic=-1 oops=panic softlockup_panic=0 loglevel=7"
+# QEMU's edu device behind an emulated Intel IOMMU, for VFIO device DMA
+# (the kernel needs intel_iommu=on).
+VIOMMU_EDU = ["-machine", "q35,kernel-irqchip=split",
+              "-device", "intel-iommu,intremap=on", "-device", "edu"]
 
 
 @dataclass
@@ -26,20 +31,25 @@ class Boot:
     list: str = ""
     kind: str = "userspace"     # or "kunit"
     timeout: int = 1500
+    kernel: str = "debug"       # or "kvm-modules": KVM as modules
 
 
 BOOTS = [
     Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd and conversions",
          cmdline="hugepagesz=2M hugepages=32 kunit.enable=0", list="kvm"),
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
-         machine=["-machine", "q35,kernel-irqchip=split",
-                  "-device", "intel-iommu,intremap=on", "-device", "edu"],
+         machine=VIOMMU_EDU,
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
+    Boot("modules", "KVM as modules: unloading it while a VFIO pin holds guest_memfd memory",
+         machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0", list="modules",
+         kernel="kvm-modules"),
     Boot("mm", "no vIOMMU: GUP pins, hugetlb, hmm, iommufd mock-domain pins",
          cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=160 kunit.enable=0",
          list="mm"),
-    Boot("demo", "the story: a guest_memfd-backed VM in nested KVM (make demo)",
-         cmdline="kunit.enable=0 quiet", list="demo", timeout=600),
+    Boot("demo", "the story: a guest_memfd-backed VM in nested KVM, its memory pinned by "
+         "edu through intel-iommu, converted to private (make demo)",
+         machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0 quiet", list="demo",
+         timeout=600),
     Boot("bench", "put-path benchmarks; guest time counts instructions (make bench)",
          machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp=1,
          cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet",

@@ -134,7 +134,7 @@ class Console:
 def run_boot(boot, args, show, tag=None):
     """One boot; its console goes to <logs>/<tag or boot name>.log."""
     log = Path(args.logs) / f"{tag or boot.name}.log"
-    cmd = qemu_command(boot, args.kernel, args.initrd)
+    cmd = qemu_command(boot, args.kernel[boot.kernel], args.initrd[boot.kernel])
     log.with_suffix(".cmd").write_text(" ".join(cmd) + "\n")
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -174,27 +174,46 @@ def live_view(boot_name):
     return show
 
 
+# A line of the demo's story: "[  1234 ms] ...", indented by the guest runner.
+STORY = re.compile(r"^\s+\[\s*\d+ ms\] ")
+
+
 def story_view(boot_name):
-    """The demo's narration: what booted, what runs, each check as it passes."""
+    """The demo's narration: what booted, what runs, the story the programs
+    tell (tests/demo/gmem_demo.c), each result; a failed program's other
+    output too."""
+    unshown = []
+
     def show(line):
         if line.startswith("harness: boot"):
             print(f"  The guest is up: {line.split(': ', 1)[1].split(' on ', 1)[1]}", flush=True)
         elif line.startswith("# harness: run"):
+            unshown.clear()
             print(f"  Running {line.split('run ', 1)[1]}", flush=True)
+        elif STORY.match(line):
+            print(f"    {line.strip()}", flush=True)
         elif m := RESULT.match(line.strip()):
+            if m.group(1):
+                for other in unshown[-20:]:
+                    print(f"    | {other.strip()}", flush=True)
             mark = "FAILED" if m.group(1) else "ok"
             print(f"    {mark:6} {m.group(3)}", flush=True)
         elif line.strip().startswith("# PASSED") or line.strip().startswith("# Totals"):
             print(f"    {line.strip()[2:]}", flush=True)
+        elif line.startswith("    "):
+            unshown.append(line)
     return show
 
 
 DEMO_INTRO = """\
 make demo: the kernel built from the base plus patches/ (KASAN, lockdep,
-DEBUG_VM) boots in QEMU (TCG, EPYC with SVM), and inside it KVM runs
-upstream's guest_memfd_test: guest_memfd files, their size and mmap rules,
-fallocate and hole punching, and memslots backed by them. Until guest_memfd
-uses the series' folio owners, this is the part of the story that exists.
+DEBUG_VM) boots in QEMU (TCG, EPYC with SVM, intel-iommu, the edu PCI
+device). Inside it a small VMM (tests/demo/gmem_demo.c) runs a nested-KVM
+guest whose memory is a guest_memfd that the host maps and that edu pins
+for DMA through VFIO. The guest asks for the memory to become private:
+upstream answers EAGAIN while the device holds its pins; with the series
+the pages are pending until the device's last reference drops, and the
+conversion then completes, content kept. Each line: ms since the VMM began.
 """
 
 
@@ -209,6 +228,15 @@ def demo_summary(results):
             f"console {'clean' if clean else 'NOT clean: see above'}.")
 
 
+def by_flavour(values):
+    """--kernel/--initrd values: PATH for the debug kernel, FLAVOUR=PATH for another."""
+    paths = {}
+    for value in values:
+        flavour, _, path = value.rpartition("=")
+        paths[flavour or "debug"] = path
+    return paths
+
+
 def boot_table(names):
     """The boots by name; exits naming any that tests/boots.py lacks."""
     table = {b.name: b for b in BOOTS}
@@ -221,14 +249,22 @@ def boot_table(names):
 def main(doc):
     ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kernel", required=True)
-    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--kernel", required=True, action="append",
+                    help="bzImage of the debug kernel; FLAVOUR=bzImage for another")
+    ap.add_argument("--initrd", required=True, action="append",
+                    help="its initramfs; FLAVOUR=initramfs for another flavour's")
     ap.add_argument("--logs", default="build/logs")
     ap.add_argument("--demo", action="store_true", help="narrate instead of listing results")
     ap.add_argument("boots", nargs="+", help="boot names from tests/boots.py")
     args = ap.parse_args()
     Path(args.logs).mkdir(parents=True, exist_ok=True)
     table = boot_table(args.boots)
+    args.kernel, args.initrd = by_flavour(args.kernel), by_flavour(args.initrd)
+    for name in args.boots:
+        flavour = table[name].kernel
+        if flavour not in args.kernel or flavour not in args.initrd:
+            sys.exit(f"boot {name} needs the {flavour} kernel: --kernel {flavour}=PATH "
+                     f"--initrd {flavour}=PATH")
 
     if args.demo:
         print(DEMO_INTRO)

@@ -17,7 +17,8 @@ KVM_TESTS := guest_memfd_test guest_memfd_conversions_test set_memory_region_tes
 	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
 OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
-all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS))
+all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS)) \
+	$(OUT)/own/gmem_demo
 
 # ---- mm: liburing is linked in when present, as upstream's probe does
 MM_CFLAGS := -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -isystem $(abspath $(HDR)) \
@@ -44,5 +45,27 @@ $(OUT)/own/%: tests/src/%.c $(wildcard tests/src/*.h)
 	@mkdir -p $(@D)
 	$(CC) -static -Wall -O2 -isystem $(abspath $(HDR)) -I$(SELF) \
 		-I$(KSRC)/drivers/iommu/iommufd -Itests/src $< -o $@
+
+# ---- make demo's VMM: our source, linked against the KVM selftests library
+# that the kvm target builds, with the flags upstream's kvm/Makefile uses.
+# KVM_LIB is that Makefile's LIBKVM for x86_64 (and LIBKVM_STRING).
+KVM_LIB := assert elf guest_modes io kvm_util memstress guest_sprintf rbtree \
+	sparsebit test_util ucall_common userfaultfd_util x86_64/apic x86_64/handlers \
+	x86_64/hyperv x86_64/memstress x86_64/pmu x86_64/processor x86_64/sev \
+	x86_64/svm x86_64/ucall x86_64/vmx string_override
+KVM_LIB_OBJS := $(patsubst %,$(OUT)/kvm/lib/%.o,$(KVM_LIB))
+KVM_CFLAGS := -D_GNU_SOURCE= -Wall -Wstrict-prototypes -Wuninitialized -O2 -g -std=gnu99 \
+	-DCONFIG_64BIT -U_FORTIFY_SOURCE -fno-builtin-memcmp -fno-builtin-memcpy \
+	-fno-builtin-memset -fno-builtin-strnlen -fno-stack-protector -fno-PIE \
+	-fno-strict-aliasing -march=x86-64-v2 -static -pthread -no-pie \
+	-I$(KSRC)/tools/include -I$(KSRC)/tools/arch/x86/include -isystem $(abspath $(HDR)) \
+	-I$(SELF)/kvm/include -I$(SELF)/kvm/include/x86_64 -I$(SELF) -Itests/src
+
+# The library's objects are the kvm target's; this rule only names them.
+$(KVM_LIB_OBJS): kvm ;
+
+$(OUT)/own/gmem_demo: tests/demo/gmem_demo.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(KVM_CFLAGS) $< $(KVM_LIB_OBJS) -ldl -o $@
 
 .PHONY: all kvm
