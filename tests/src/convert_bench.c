@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * guest_memfd conversion cost for `make bench`, on a host-mappable
+ * guest_memfd of a software-protected VM (no vCPU needed). Prints
+ *   bench: <name> <nanoseconds, median of the rounds>
+ * for converting 64 MiB shared -> private and private -> shared with nothing
+ * holding the pages; making 64 MiB pending under a FOLL_LONGTERM pin
+ * (gup_test) with KVM_SET_MEMORY_ATTRIBUTES2_DEFER; and the time from the
+ * start of the unpin to the return of KVM_SET_MEMORY_ATTRIBUTES2_WAIT in
+ * another thread, for 64 MiB and for one page. Exits 4 (skip) on a kernel
+ * without in-place conversion, such as the base.
+ *
+ *   convert_bench [rounds]
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "harness_util.h"
+#include "../../../mm/gup_test.h"
+
+#define SZ_64M	(64UL << 20)
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+/* One conversion of [0, @size), timed; dies unless it returns @want. */
+static long long convert_timed(size_t size, bool private, uint64_t flags, int want)
+{
+	long long start = now_ns();
+
+	if (gmem_convert(0, size, private, flags, NULL) != want)
+		die("KVM_SET_MEMORY_ATTRIBUTES2");
+	return now_ns() - start;
+}
+
+static void pin(int gup, char *buf, size_t size)
+{
+	struct pin_longterm_test args = {
+		.addr = (uintptr_t)buf, .size = size,
+		.flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
+	};
+
+	if (ioctl(gup, PIN_LONGTERM_TEST_START, &args))
+		die("PIN_LONGTERM_TEST_START");
+}
+
+struct waiter {
+	size_t size;
+	long long done;
+};
+
+static void *wait_for_completion(void *arg)
+{
+	struct waiter *w = arg;
+
+	convert_timed(w->size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+		      KVM_SET_MEMORY_ATTRIBUTES2_WAIT, 0);
+	w->done = now_ns();
+	return NULL;
+}
+
+/*
+ * Pin [0, @size), convert it (pending), then time from the start of the
+ * unpin to the return of a WAIT sleeping in another thread.
+ */
+static long long unpin_to_complete(int gup, char *buf, size_t size)
+{
+	struct waiter w = { .size = size };
+	struct timespec settle = { 0, 20 * 1000 * 1000 };
+	pthread_t thread;
+	long long start;
+
+	convert_timed(SZ_64M, false, 0, 0);
+	pin(gup, buf, size);
+	convert_timed(size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER, size / getpagesize());
+	pthread_create(&thread, NULL, wait_for_completion, &w);
+	nanosleep(&settle, NULL);	/* let it fall asleep */
+	start = now_ns();
+	if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
+		die("PIN_LONGTERM_TEST_STOP");
+	pthread_join(thread, NULL);
+	return w.done - start;
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+#define MAX_ROUNDS 64
+
+struct series {
+	const char *name;
+	long long v[MAX_ROUNDS];
+};
+
+static void report(struct series *s, int rounds)
+{
+	qsort(s->v, rounds, sizeof(s->v[0]), cmp_ll);
+	printf("bench: %s %lld\n", s->name, s->v[rounds / 2]);
+}
+
+int main(int argc, char **argv)
+{
+	const struct mem_kind kind = { "guest_memfd", 0, SZ_64M, true };
+	int rounds = argc > 1 ? atoi(argv[1]) : 9;
+	struct series to_private = { "gmem_to_private_64M_ns" };
+	struct series to_shared = { "gmem_to_shared_64M_ns" };
+	struct series to_pending = { "gmem_to_pending_64M_ns" };
+	struct series complete = { "gmem_unpin_to_complete_64M_ns" };
+	struct series complete_4k = { "gmem_unpin_to_complete_4K_ns" };
+	char *buf;
+	int gup, r;
+
+	if (rounds < 1 || rounds > MAX_ROUNDS)
+		rounds = 9;
+	buf = map_populated(&kind);
+	if (buf == MAP_FAILED) {
+		printf("convert_bench: no host-mappable guest_memfd here: skipped\n");
+		return 4;
+	}
+	gup = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (gup < 0)
+		die("/sys/kernel/debug/gup_test");
+
+	for (r = 0; r < rounds; r++) {
+		memset(buf, r, SZ_64M);
+		to_private.v[r] = convert_timed(SZ_64M, true, 0, 0);
+		to_shared.v[r] = convert_timed(SZ_64M, false, 0, 0);
+
+		pin(gup, buf, SZ_64M);
+		to_pending.v[r] = convert_timed(SZ_64M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER,
+						SZ_64M / getpagesize());
+		convert_timed(SZ_64M, false, 0, 0);	/* cancel: pinned pages stay */
+		if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
+			die("PIN_LONGTERM_TEST_STOP");
+
+		complete.v[r] = unpin_to_complete(gup, buf, SZ_64M);
+		complete_4k.v[r] = unpin_to_complete(gup, buf, getpagesize());
+		convert_timed(SZ_64M, false, 0, 0);
+	}
+	report(&to_private, rounds);
+	report(&to_shared, rounds);
+	report(&to_pending, rounds);
+	report(&complete, rounds);
+	report(&complete_4k, rounds);
+	return 0;
+}
