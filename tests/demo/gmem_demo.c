@@ -158,7 +158,7 @@ struct demo {
 	char *mem;		/* the host's MAP_SHARED mapping of it */
 	struct edu edu;
 	long pins0;		/* FOLL_PIN pages held before the demo */
-	long memfree0;		/* MemFree (kB) before the demo */
+	long free0;		/* free_kb() before the demo */
 };
 
 /* KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd; returns the ioctl's result. */
@@ -460,7 +460,7 @@ static void step_private(struct demo *d)
 /* 8. Everything given back. */
 static void step_accounting(struct demo *d)
 {
-	long memfree;
+	long free;
 
 	check(pins_now(d) == 0, "%+ld pins against the start", pins_now(d));
 	say("8. Pinned pages against the start: %+ld.", pins_now(d));
@@ -469,10 +469,10 @@ static void step_accounting(struct demo *d)
 	munmap(d->mem, MEM_SIZE);
 	close(d->gmem);
 	kvm_vm_free(d->vm);
-	memfree = meminfo("MemFree");
-	say("   VFIO, the guest_memfd and the VM closed. MemFree %ld kB before, %ld kB "
-	    "after (%+ld kB; informational, per-cpu lists blur it).",
-	    d->memfree0, memfree, memfree - d->memfree0);
+	free = free_kb();
+	say("   VFIO, the guest_memfd and the VM closed. Free memory (MemFree + per-CPU "
+	    "lists) %ld kB before, %ld kB after (%+ld kB: vfio-pci and the IOMMU keep "
+	    "some for the device).", d->free0, free, free - d->free0);
 }
 
 int main(int argc, char *argv[])
@@ -481,7 +481,7 @@ int main(int argc, char *argv[])
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	d.memfree0 = meminfo("MemFree");
+	d.free0 = free_kb();
 	say("gmem_demo: guest_memfd memory shared with the host and a device, "
 	    "converted to private while the device still pins it.");
 

@@ -9,14 +9,12 @@
  * be refused, as every pending folio keeps the module that owns it loaded,
  * so that core mm never calls into unloaded text. Dropping the pin frees the
  * folios (kvm/gmem_freed_folios counts them); the modules then unload, and
- * MemFree comes back to where it was before KVM was loaded.
+ * free memory (MemFree plus the per-CPU lists: free_kb()) comes back to
+ * where it was before KVM was loaded.
  *
  * The baseline is taken after one load/use/unload cycle without a pin, so
  * that what loading KVM and binding edu to vfio-pci keep for good (slab
- * caches, the IOMMU's tables, sysfs) is not counted as a leak. Free memory
- * is MemFree plus the pages parked on the per-CPU free lists, which
- * MemFree leaves out and which swing by tens of MiB from one reading to
- * the next; userspace cannot drain them.
+ * caches, the IOMMU's tables, sysfs) is not counted as a leak.
  */
 #include <sys/syscall.h>
 
@@ -62,36 +60,6 @@ static long gmem_counter_reaches(const char *name, long want)
 	for (i = 0; i < 200 && (val = gmem_counter(name)) != want; i++)
 		usleep(50 * 1000);
 	return val;
-}
-
-/* kB on the per-CPU free lists: the "count:" lines of /proc/zoneinfo. */
-static long pcp_free_kb(void)
-{
-	FILE *f = fopen("/proc/zoneinfo", "r");
-	long count, pages = 0;
-	char line[256];
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, " count: %ld", &count) == 1)
-			pages += count;
-	fclose(f);
-	return pages * (getpagesize() >> 10);
-}
-
-/* MemFree plus the per-CPU lists, with the page cache and slab dropped. */
-static long free_kb(void)
-{
-	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-
-	sync();
-	if (fd >= 0) {
-		if (write(fd, "3", 1) != 1)
-			perror("drop_caches");
-		close(fd);
-	}
-	return meminfo("MemFree") + pcp_free_kb();
 }
 
 /* Load KVM, use a guest_memfd and edu, unload: what stays is not a leak. */
