@@ -44,11 +44,15 @@ FIXTURE_VARIANT_ADD(ioas, hugetlb_2m) {
 	.kind = { "MAP_HUGETLB 2 MiB pages", MAP_HUGETLB, 8UL << 20 },
 };
 
+#define GMEM_KIND { "guest_memfd shared pages", 0, 2UL << 20, true }
+
 FIXTURE_VARIANT_ADD(ioas, guest_memfd) {
-	.kind = { "guest_memfd shared pages", 0, 2UL << 20, true },
+	.kind = GMEM_KIND,
 };
 
-FIXTURE_SETUP(ioas)
+/* An IOAS with a mock domain; false if the test is skipped (no iommufd). */
+static bool ioas_start(struct __test_metadata *_metadata, FIXTURE_DATA(ioas) *self,
+		       const struct mem_kind *kind)
 {
 	struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
 	struct iommu_test_cmd mock = {
@@ -57,7 +61,7 @@ FIXTURE_SETUP(ioas)
 
 	self->iommufd = open("/dev/iommu", O_RDWR);
 	if (self->iommufd < 0)
-		SKIP(return, "no /dev/iommu (CONFIG_IOMMUFD)");
+		SKIP(return false, "no /dev/iommu (CONFIG_IOMMUFD)");
 	ASSERT_EQ(ioctl(self->iommufd, IOMMU_IOAS_ALLOC, &alloc), 0);
 	self->ioas_id = alloc.out_ioas_id;
 	mock.id = self->ioas_id;
@@ -66,7 +70,13 @@ FIXTURE_SETUP(ioas)
 	self->stdev_id = mock.mock_domain.out_stdev_id;
 	self->hwpt_id = mock.mock_domain.out_hwpt_id;
 	TH_LOG("IOAS %u, mock domain hwpt %u; memory: %s",
-	       self->ioas_id, self->hwpt_id, variant->kind.name);
+	       self->ioas_id, self->hwpt_id, kind->name);
+	return true;
+}
+
+FIXTURE_SETUP(ioas)
+{
+	ioas_start(_metadata, self, &variant->kind);
 }
 
 FIXTURE_TEARDOWN(ioas)
@@ -187,26 +197,27 @@ static int pinner_unpin(struct pinners *p, int which)
  * Shared to private with three pinners of every page: the pages stay
  * pending until the last pinner lets go, whichever that is.
  */
-TEST_F(ioas, conversion_waits_for_every_pinner)
+TEST(conversion_waits_for_every_pinner)
 {
-	const long npages = variant->kind.size / getpagesize();
+	const struct mem_kind kind = GMEM_KIND;
+	const long npages = kind.size / getpagesize();
 	const uint64_t defer = KVM_SET_MEMORY_ATTRIBUTES2_DEFER;
 	long pins0 = pins_held();
-	struct pinners p = {
-		.iommufd = self->iommufd, .ioas = self->ioas_id,
-		.size = variant->kind.size,
-	};
+	FIXTURE_DATA(ioas) ioas;
+	struct pinners p = { .size = kind.size };
 	static const int orders[][3] = {
 		{ 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 },
 		{ 1, 2, 0 }, { 2, 0, 1 }, { 2, 1, 0 },
 	};
 	int o, i;
 
-	if (!variant->kind.guest_memfd)
-		SKIP(return, "conversion needs guest_memfd");
+	if (!ioas_start(_metadata, &ioas, &kind))
+		return;
+	p.iommufd = ioas.iommufd;
+	p.ioas = ioas.ioas_id;
 	p.gup_test = open("/sys/kernel/debug/gup_test", O_RDWR);
 	ASSERT_GE(p.gup_test, 0) TH_LOG("gup_test: CONFIG_GUP_TEST and debugfs");
-	p.buf = map_populated(&variant->kind);
+	p.buf = map_populated(&kind);
 	ASSERT_NE(p.buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
 
 	for (o = 0; o < ARRAY_SIZE(orders); o++) {
@@ -235,6 +246,7 @@ TEST_F(ioas, conversion_waits_for_every_pinner)
 	ASSERT_EQ(gmem_convert(0, p.size, false, 0, NULL), 0);
 	EXPECT_EQ(((char *)p.buf)[p.size - 1], ARRAY_SIZE(orders) - 1);
 	close(p.gup_test);
+	close(ioas.iommufd);
 }
 
 TEST_HARNESS_MAIN

@@ -39,19 +39,29 @@ FIXTURE_VARIANT_ADD(edu, hugetlb_2m) {
 	.kind = { "MAP_HUGETLB 2 MiB pages", MAP_HUGETLB, 8UL << 20 },
 };
 
+#define GMEM_KIND { "guest_memfd shared pages", 0, 2UL << 20, true }
+
 FIXTURE_VARIANT_ADD(edu, guest_memfd) {
-	.kind = { "guest_memfd shared pages", 0, 2UL << 20, true },
+	.kind = GMEM_KIND,
 };
+
+/* Opens edu for a test; false if the test is skipped (no edu here). */
+static bool edu_start(struct __test_metadata *_metadata, struct edu *edu,
+		      const struct mem_kind *kind)
+{
+	int ret = edu_open(edu);
+
+	if (ret == -ENODEV)
+		SKIP(return false, "%s", edu->err);
+	ASSERT_EQ(ret, 0) TH_LOG("%s", edu->err);
+	TH_LOG("edu %s in IOMMU group %d; memory: %s", edu->bdf,
+	       edu->iommu_group, kind->name);
+	return true;
+}
 
 FIXTURE_SETUP(edu)
 {
-	int ret = edu_open(&self->edu);
-
-	if (ret == -ENODEV)
-		SKIP(return, "%s", self->edu.err);
-	ASSERT_EQ(ret, 0) TH_LOG("%s", self->edu.err);
-	TH_LOG("edu %s in IOMMU group %d; memory: %s", self->edu.bdf,
-	       self->edu.iommu_group, variant->kind.name);
+	edu_start(_metadata, &self->edu, &variant->kind);
 }
 
 FIXTURE_TEARDOWN(edu)
@@ -129,22 +139,24 @@ TEST_F(edu, unmapped_iova_faults)
  * cannot touch them but the device still can, and the conversion completes
  * when VFIO_IOMMU_UNMAP_DMA drops the pins, with what the device wrote.
  */
-TEST_F(edu, conversion_completes_on_dma_unmap)
+TEST(conversion_completes_on_dma_unmap)
 {
-	size_t size = variant->kind.size, page = getpagesize();
+	const struct mem_kind kind = GMEM_KIND;
+	size_t size = kind.size, page = getpagesize();
 	long npages = size / page, pins0 = pins_held();
+	struct edu edu = { 0 };
 	uint64_t error = -1;
 	char *buf;
 	int i;
 
-	if (!variant->kind.guest_memfd)
-		SKIP(return, "conversion needs guest_memfd");
-	buf = map_populated(&variant->kind);
+	if (!edu_start(_metadata, &edu, &kind))
+		return;
+	buf = map_populated(&kind);
 	ASSERT_NE(buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
 	for (i = 0; i < EDU_XFER; i++)
 		buf[page + i] = (char)(i * 3 + 1);
-	ASSERT_EQ(edu_dma_map(&self->edu, IOVA, buf, size), 0);
-	ASSERT_EQ(edu_dma(&self->edu, IOVA + page, EDU_BUF, EDU_XFER, 0), 0);
+	ASSERT_EQ(edu_dma_map(&edu, IOVA, buf, size), 0);
+	ASSERT_EQ(edu_dma(&edu, IOVA + page, EDU_BUF, EDU_XFER, 0), 0);
 
 	ASSERT_EQ(gmem_convert(0, size, true, 0, &error), -1);
 	EXPECT_EQ(errno, EAGAIN);
@@ -157,22 +169,23 @@ TEST_F(edu, conversion_completes_on_dma_unmap)
 	EXPECT_EQ(pins_held() - pins0, npages);
 
 	/* The pins stay valid: the device writes a pending page. */
-	ASSERT_EQ(edu_dma(&self->edu, EDU_BUF, IOVA, EDU_XFER, 1), 0);
-	EXPECT_FALSE(edu_dmar_fault_seen(&self->edu, IOVA));
+	ASSERT_EQ(edu_dma(&edu, EDU_BUF, IOVA, EDU_XFER, 1), 0);
+	EXPECT_FALSE(edu_dmar_fault_seen(&edu, IOVA));
 
-	ASSERT_EQ(edu_dma_unmap(&self->edu, IOVA, size), 0);
+	ASSERT_EQ(edu_dma_unmap(&edu, IOVA, size), 0);
 	EXPECT_EQ(pins_held(), pins0);
 	EXPECT_EQ(gmem_convert(0, size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
 			       KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
 	EXPECT_FALSE(host_can_read(buf));
-	ASSERT_EQ(edu_dma(&self->edu, EDU_BUF, IOVA, EDU_XFER, 1), 0);
-	EXPECT_TRUE(edu_dmar_fault_seen(&self->edu, IOVA));
+	ASSERT_EQ(edu_dma(&edu, EDU_BUF, IOVA, EDU_XFER, 1), 0);
+	EXPECT_TRUE(edu_dmar_fault_seen(&edu, IOVA));
 
 	/* Back to shared: the page holds what the device wrote while pending. */
 	ASSERT_EQ(gmem_convert(0, size, false, 0, NULL), 0);
 	ASSERT_TRUE(host_can_read(buf));
 	EXPECT_EQ(memcmp(buf, buf + page, EDU_XFER), 0);
 	ASSERT_EQ(munmap(buf, size), 0);
+	edu_close(&edu);
 }
 
 TEST_HARNESS_MAIN
