@@ -146,9 +146,9 @@ check: $(TREE)
 	@scripts/checkpatch $(KSRC) patches
 	@$(MAKE) --no-print-directory $(B)/obj-kvm-modules/arch/x86/boot/bzImage
 
-## make bisect-check  build every prefix of the series (incremental, slow)
-bisect-check: $(TREE) $(B)/obj-debug/.config
-	@scripts/bisect-check $(KSRC) $(B)/obj-bisect $(LOGS)
+## make bisect-check  build and boot (KUnit) every prefix of the series (slow)
+bisect-check: $(TREE) $(B)/obj-debug/.config $(B)/initramfs.cpio.gz
+	@scripts/bisect-check $(KSRC) $(B)/obj-bisect $(LOGS) $(B)/initramfs.cpio.gz
 
 ## make clean       remove builds, logs and images; keep build/linux
 clean:
