@@ -38,12 +38,9 @@ demo: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
 		--initrd $(B)/initramfs.cpio.gz --logs $(LOGS) demo
 
 ## make test        build everything and run every boot (T="kvm mm" for some)
-test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz \
-		$(B)/obj-kvm-modules/arch/x86/boot/bzImage $(B)/initramfs-kvm-modules.cpio.gz
+test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
 	@tests/run --kernel $(B)/obj-debug/arch/x86/boot/bzImage \
-		--initrd $(B)/initramfs.cpio.gz \
-		--kernel kvm-modules=$(B)/obj-kvm-modules/arch/x86/boot/bzImage \
-		--initrd kvm-modules=$(B)/initramfs-kvm-modules.cpio.gz --logs $(LOGS) $(T)
+		--initrd $(B)/initramfs.cpio.gz --logs $(LOGS) $(T)
 
 # ---------------------------------------------------------------- packages
 PACKAGES := build-essential bc bison flex libelf-dev libssl-dev rsync ccache git \
@@ -95,7 +92,6 @@ endef
 $(eval $(call kernel_rule,debug,$(DEBUG_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf,$(PERF_CONFIG),$(KSRC),$(TREE)))
 $(eval $(call kernel_rule,perf-base,config/common config/perf,$(BASE_SRC),$(BASE_SRC)/Makefile))
-$(eval $(call kernel_rule,kvm-modules,$(DEBUG_CONFIG) config/kvm-modules,$(KSRC),$(TREE)))
 .PHONY: FORCE_KBUILD
 FORCE_KBUILD:
 
@@ -117,18 +113,15 @@ selftests: $(B)/obj-debug/arch/x86/boot/bzImage
 
 ## make initramfs   busybox + test binaries + the guest runner
 initramfs: $(B)/initramfs.cpio.gz
+# Busybox, the test binaries and the debug kernel's modules (KVM is a
+# module there, as distributions build it; /init loads what a boot names).
 $(B)/initramfs.cpio.gz: selftests tests/init tests/mkinitramfs $(wildcard tests/lists/*)
-	@$(STEP) "initramfs" $(LOGS)/initramfs.log tests/mkinitramfs $(B)/selftests $@
-
-# The same, plus the kvm-modules kernel's modules (depmod'ed, stripped).
-$(B)/initramfs-kvm-modules.cpio.gz: selftests tests/init tests/mkinitramfs $(wildcard tests/lists/*) \
-		$(B)/obj-kvm-modules/arch/x86/boot/bzImage
-	@rm -rf $(B)/modules-kvm
-	@$(STEP) "modules (kvm-modules)" $(LOGS)/modules-kvm-modules.log \
-		$(MAKE) -C $(KSRC) O=$(CURDIR)/$(B)/obj-kvm-modules \
-		INSTALL_MOD_PATH=$(CURDIR)/$(B)/modules-kvm INSTALL_MOD_STRIP=1 modules_install
-	@$(STEP) "initramfs (kvm-modules)" $(LOGS)/initramfs-kvm-modules.log \
-		tests/mkinitramfs $(B)/selftests $@ $(B)/modules-kvm
+	@rm -rf $(B)/modules-debug
+	@$(STEP) "modules (debug)" $(LOGS)/modules-debug.log \
+		$(MAKE) -C $(KSRC) O=$(CURDIR)/$(B)/obj-debug \
+		INSTALL_MOD_PATH=$(CURDIR)/$(B)/modules-debug INSTALL_MOD_STRIP=1 modules_install
+	@$(STEP) "initramfs" $(LOGS)/initramfs.log \
+		tests/mkinitramfs $(B)/selftests $@ $(B)/modules-debug
 
 # ---------------------------------------------------------------- checks
 ## make bench       base vs series, side by side: put-path ratios and code size
@@ -141,10 +134,10 @@ bench: $(B)/obj-perf/arch/x86/boot/bzImage $(B)/obj-perf-base/arch/x86/boot/bzIm
 		--series $(B)/obj-perf/arch/x86/boot/bzImage \
 		--initrd $(B)/initramfs.cpio.gz --rounds $(ROUNDS) --out $(B)/bench
 
-## make check       checkpatch --strict on every patch; build with KVM=m
+## make check       checkpatch --strict on every patch; build the debug kernel (KVM=m)
 check: $(TREE)
 	@scripts/checkpatch $(KSRC) patches
-	@$(MAKE) --no-print-directory $(B)/obj-kvm-modules/arch/x86/boot/bzImage
+	@$(MAKE) --no-print-directory $(B)/obj-debug/arch/x86/boot/bzImage
 
 ## make bisect-check  build and boot (KUnit) every prefix of the series (slow)
 bisect-check: $(TREE) $(B)/obj-debug/.config $(B)/initramfs.cpio.gz

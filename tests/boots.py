@@ -1,7 +1,9 @@
 """The boot matrix, as data. tests/run turns each entry into one QEMU boot.
 
 A boot runs the debug kernel and its initramfs unless `kernel` names another
-flavour (build/obj-<kernel>, with its own initramfs); `list` names the file
+flavour (build/obj-<kernel>, with its own initramfs). The debug kernel builds
+KVM as modules: /init loads those that `modprobe` names before the tests
+(the modules boot loads and unloads them itself); `list` names the file
 under tests/lists/ whose tests the guest runs (or, for kind "kunit", the
 KUnit suites that run inside the kernel at boot). A boot's `timeout` bounds
 the whole boot; each test has its own timeout in its list.
@@ -31,7 +33,8 @@ class Boot:
     list: str = ""
     kind: str = "userspace"     # or "kunit"
     timeout: int = 1500
-    kernel: str = "debug"       # or "kvm-modules": KVM as modules
+    kernel: str = "debug"       # or "perf" (make bench)
+    modprobe: list = field(default_factory=lambda: ["kvm_amd"])
 
 
 BOOTS = [
@@ -42,7 +45,7 @@ BOOTS = [
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
     Boot("modules", "KVM as modules: unloading it while a VFIO pin holds guest_memfd memory",
          machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0", list="modules",
-         kernel="kvm-modules"),
+         modprobe=[]),
     Boot("mm", "no vIOMMU: GUP pins, hugetlb, hmm, iommufd mock-domain pins",
          cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=160 kunit.enable=0",
          list="mm"),
@@ -52,7 +55,8 @@ BOOTS = [
          timeout=600),
     Boot("bench", "put-path benchmarks; guest time counts instructions (make bench)",
          machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp=1,
-         cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet",
+         cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet "
+                 "slab_nomerge",
          list="bench", timeout=900),
     Boot("kunit", "built-in KUnit suites, run at boot",
          cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900),
@@ -63,4 +67,5 @@ def qemu_command(boot, kernel, initrd):
     return QEMU + boot.machine + [
         "-m", boot.memory, "-smp", str(boot.smp),
         "-kernel", kernel, "-initrd", initrd,
-        "-append", f"{CMDLINE} harness.list={boot.list} {boot.cmdline}"]
+        "-append", f"{CMDLINE} harness.list={boot.list} "
+                   f"harness.modprobe={','.join(boot.modprobe)} {boot.cmdline}"]

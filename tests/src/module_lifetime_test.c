@@ -25,8 +25,13 @@
 #define IOVA		0x1000000UL
 #define GMEM_SIZE	(32UL << 20)
 #define PINNED		(16UL << 20)
-/* Slab caches and KASAN's quarantine come and go; a leak of PINNED does not. */
-#define MEMFREE_SLACK_KB	(PINNED >> 11)
+/*
+ * Free memory drifts by up to 1.9 MiB between the two readings with nothing
+ * lost (slab caches, KASAN's quarantine; four runs). A quarter of PINNED,
+ * 4 MiB, is twice that: losing a quarter of the pinned folios fails here,
+ * and the gmem_freed_folios count catches the loss of any single one.
+ */
+#define MEMFREE_SLACK_KB	(PINNED / 4 / 1024)
 
 static int unload(const char *name)
 {
