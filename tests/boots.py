@@ -28,7 +28,7 @@ class Boot:
     doc: str
     machine: list = field(default_factory=lambda: ["-machine", "q35"])
     memory: str = "4G"
-    smp: int = 2
+    smp: str = "2"             # QEMU's -smp
     cmdline: str = ""
     list: str = ""
     kind: str = "userspace"     # or "kunit"
@@ -37,8 +37,19 @@ class Boot:
     modprobe: list = field(default_factory=lambda: ["kvm_amd"])
 
 
+# Two NUMA nodes of 2 GiB, one CPU each: guest_memfd's NUMA policy test.
+# Each node is a socket of its own (the kvm boot's smp), as a CPU whose
+# cache siblings sit on another node makes the kernel warn at boot.
+TWO_NODES = ["-machine", "q35",
+             "-object", "memory-backend-ram,id=m0,size=2G",
+             "-object", "memory-backend-ram,id=m1,size=2G",
+             "-numa", "node,nodeid=0,cpus=0,memdev=m0",
+             "-numa", "node,nodeid=1,cpus=1,memdev=m1"]
+
+
 BOOTS = [
     Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd and conversions",
+         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1",
          cmdline="hugepagesz=2M hugepages=32 kunit.enable=0", list="kvm"),
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
          machine=VIOMMU_EDU,
@@ -54,18 +65,18 @@ BOOTS = [
          machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0 quiet", list="demo",
          timeout=600),
     Boot("bench", "put-path benchmarks; guest time counts instructions (make bench)",
-         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp=1,
+         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp="1",
          cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet "
                  "slab_nomerge",
          list="bench", timeout=900),
     Boot("kunit", "built-in KUnit suites, run at boot",
-         cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900),
+         cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900, modprobe=[]),
 ]
 
 
 def qemu_command(boot, kernel, initrd):
     return QEMU + boot.machine + [
-        "-m", boot.memory, "-smp", str(boot.smp),
+        "-m", boot.memory, "-smp", boot.smp,
         "-kernel", kernel, "-initrd", initrd,
         "-append", f"{CMDLINE} harness.list={boot.list} "
                    f"harness.modprobe={','.join(boot.modprobe)} {boot.cmdline}"]

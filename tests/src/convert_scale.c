@@ -13,7 +13,7 @@
  * page of 64 MiB converted, one call each. Then completion of pending
  * conversions: two guest_memfds with 16 MiB each pending under a gup_test
  * FOLL_LONGTERM pin, unpinned at once, against one alone (time from the
- * unpins to the return of both WAITs).
+ * unpin to the return of both WAITs).
  *
  * Prints "bench: <name> <value>" lines; exits 4 on a kernel without
  * in-place conversion (the base).
@@ -120,37 +120,25 @@ static void alternating(void)
 	close(gmem_vm_fd);
 }
 
-/* A guest_memfd with @size populated and pinned, its conversion pending. */
-struct pinned {
-	int fd, vm_fd, gup;
-	char *buf;
+/* A guest_memfd of 16 MiB, mapped and populated at @addr. */
+struct pending {
+	int fd, vm_fd;
 	long long done;
 };
 
-static void pin_pending(struct pinned *p, size_t size)
+static void map_at(struct pending *p, char *addr)
 {
-	struct pin_longterm_test args = {
-		.size = size, .flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
-	};
-
-	p->fd = gmem_create(size);
+	p->fd = gmem_create(SZ_16M);
 	p->vm_fd = gmem_vm_fd;
-	p->buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-		      p->fd, 0);
-	p->gup = open("/sys/kernel/debug/gup_test", O_RDWR);
-	if (p->fd < 0 || p->buf == MAP_FAILED || p->gup < 0)
-		die("guest_memfd or gup_test");
-	memset(p->buf, 0x5a, size);
-	args.addr = (uintptr_t)p->buf;
-	if (ioctl(p->gup, PIN_LONGTERM_TEST_START, &args))
-		die("PIN_LONGTERM_TEST_START");
-	convert_fd(p->fd, 0, size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER,
-		   size / getpagesize());
+	if (p->fd < 0 || mmap(addr, SZ_16M, PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_FIXED | MAP_POPULATE, p->fd, 0) != addr)
+		die("guest_memfd");
+	memset(addr, 0x5a, SZ_16M);
 }
 
 static void *wait_complete(void *arg)
 {
-	struct pinned *p = arg;
+	struct pending *p = arg;
 
 	convert_fd(p->fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
 		   KVM_SET_MEMORY_ATTRIBUTES2_WAIT, 0);
@@ -158,33 +146,50 @@ static void *wait_complete(void *arg)
 	return NULL;
 }
 
-/* Unpin @n guest_memfds at once: ns until the last of them completed. */
+/*
+ * @n guest_memfds side by side in one mapping, all pending under one
+ * gup_test FOLL_LONGTERM pin (gup_test has one pin session at a time),
+ * unpinned at once: ns until the last of them completed.
+ */
 static long long unpin_together(int n)
 {
+	struct pin_longterm_test args = {
+		.size = n * SZ_16M, .flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
+	};
 	struct timespec settle = { 0, 20 * 1000 * 1000 };
-	struct pinned p[2];
+	struct pending p[2];
 	pthread_t waiter[2];
 	long long start, last = 0;
-	int i;
+	char *area;
+	int i, gup;
 
+	area = mmap(NULL, n * SZ_16M, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	gup = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (area == MAP_FAILED || gup < 0)
+		die("mmap or gup_test");
+	for (i = 0; i < n; i++)
+		map_at(&p[i], area + i * SZ_16M);
+	args.addr = (uintptr_t)area;
+	if (ioctl(gup, PIN_LONGTERM_TEST_START, &args))
+		die("PIN_LONGTERM_TEST_START");
 	for (i = 0; i < n; i++) {
-		pin_pending(&p[i], SZ_16M);
+		convert_fd(p[i].fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER,
+			   SZ_16M / getpagesize());
 		pthread_create(&waiter[i], NULL, wait_complete, &p[i]);
 	}
 	nanosleep(&settle, NULL);	/* let the waiters fall asleep */
 	start = now_ns();
-	for (i = 0; i < n; i++)
-		if (ioctl(p[i].gup, PIN_LONGTERM_TEST_STOP))
-			die("PIN_LONGTERM_TEST_STOP");
+	if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
+		die("PIN_LONGTERM_TEST_STOP");
 	for (i = 0; i < n; i++) {
 		pthread_join(waiter[i], NULL);
 		if (p[i].done - start > last)
 			last = p[i].done - start;
-		munmap(p[i].buf, SZ_16M);
-		close(p[i].gup);
 		close(p[i].fd);
 		close(p[i].vm_fd);
 	}
+	munmap(area, n * SZ_16M);
+	close(gup);
 	return last;
 }
 
