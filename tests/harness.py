@@ -194,8 +194,8 @@ def story_view(boot_name):
     unshown = []
 
     def show(line):
-        if line.startswith("harness: boot"):
-            print(f"  The guest is up: {line.split(': ', 1)[1].split(' on ', 1)[1]}", flush=True)
+        if "harness: boot" in line:     # SeaBIOS may leave escapes before it
+            print(f"  The guest is up: {line.split(' on ', 1)[1]}", flush=True)
         elif line.startswith("# harness: run"):
             unshown.clear()
             print(f"  Running {line.split('run ', 1)[1]}", flush=True)
@@ -229,7 +229,7 @@ conversion then completes, content kept. Each line: ms since the VMM began.
 def demo_summary(results):
     lines = [line for r in results for line in r.lines]
     booted = next((line.split(" on ", 1)[1] for line in lines
-                   if line.startswith("harness: boot")), "nothing (see the log)")
+                   if "harness: boot" in line), "nothing (see the log)")
     tests = [o for r in results for o in r.outcomes if o.name != "console"]
     clean = all(o.status == "pass" for r in results for o in r.outcomes if o.name == "console")
     return (f"\nIn short: booted {booted}; ran {', '.join(o.name for o in tests)}; "

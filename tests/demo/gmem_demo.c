@@ -170,7 +170,6 @@ static int convert(struct demo *d, uint64_t offset, uint64_t size,
 		.size = size,
 		.attributes = attributes,
 		.flags = flags,
-		.error_offset = -1ull,
 	};
 	int r = ioctl(d->gmem, KVM_SET_MEMORY_ATTRIBUTES2, &attrs);
 

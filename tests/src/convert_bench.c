@@ -21,20 +21,6 @@
 
 #define SZ_64M	(64UL << 20)
 
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
 /* One conversion of [0, @size), timed; dies unless it returns @want. */
 static long long convert_timed(size_t size, bool private, uint64_t flags, int want)
 {

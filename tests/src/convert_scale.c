@@ -29,20 +29,6 @@
 #define SZ_16M		(16UL << 20)
 #define SZ_64M		(64UL << 20)
 
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
 /* Bytes of xarray and maple tree nodes allocated system-wide. */
 static long long state_bytes(void)
 {

@@ -9,13 +9,31 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <linux/kvm.h>
 
 #define SZ_2M (2UL << 20)
+
+/* CLOCK_MONOTONIC in nanoseconds, for the benchmarks. */
+static inline long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The benchmarks stop at the first failure, saying what failed. */
+static inline void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
 
 /* The number after @field in a /proc file of "field<sep> value" lines; -1 if absent. */
 static inline long proc_field(const char *path, const char *field, char sep)

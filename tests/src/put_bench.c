@@ -16,16 +16,9 @@
 #include <time.h>
 #include <sys/mman.h>
 
+#include "harness_util.h"
+
 #define SZ_64M	(64UL << 20)
-#define SZ_2M	(2UL << 20)
-
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Fault in every page of a fresh mapping, then unmap it; -1 on failure. */
 static long long fault_and_unmap(int flags, size_t step)
