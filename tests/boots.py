@@ -37,20 +37,22 @@ class Boot:
     modprobe: list = field(default_factory=lambda: ["kvm_amd"])
 
 
-# Two NUMA nodes of 2 GiB, one CPU each: guest_memfd's NUMA policy test.
+# Two NUMA nodes of 3 GiB, one CPU each: guest_memfd's NUMA policy test,
+# and room for a 1 GiB hugetlb page on each node next to everything else.
 # Each node is a socket of its own (the kvm boot's smp), as a CPU whose
 # cache siblings sit on another node makes the kernel warn at boot.
 TWO_NODES = ["-machine", "q35",
-             "-object", "memory-backend-ram,id=m0,size=2G",
-             "-object", "memory-backend-ram,id=m1,size=2G",
+             "-object", "memory-backend-ram,id=m0,size=3G",
+             "-object", "memory-backend-ram,id=m1,size=3G",
              "-numa", "node,nodeid=0,cpus=0,memdev=m0",
              "-numa", "node,nodeid=1,cpus=1,memdev=m1"]
 
 
 BOOTS = [
-    Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd and conversions",
-         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1",
-         cmdline="hugepagesz=2M hugepages=32 kunit.enable=0", list="kvm"),
+    Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd, conversions, hugetlb backing",
+         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1", memory="6G",
+         cmdline="hugepagesz=2M hugepages=32 hugepagesz=1G hugepages=2 kunit.enable=0",
+         list="kvm"),
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
          machine=VIOMMU_EDU,
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
