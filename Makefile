@@ -139,9 +139,11 @@ check: $(TREE)
 	@scripts/checkpatch $(KSRC) patches
 	@$(MAKE) --no-print-directory $(B)/obj-debug/arch/x86/boot/bzImage
 
-## make bisect-check  build and boot (KUnit) every prefix of the series (slow)
+## make bisect-check  build and boot (KUnit) every prefix of the series (slow;
+##                   FROM=N starts at patch N, e.g. after changing only the last)
+FROM ?= 1
 bisect-check: $(TREE) $(B)/obj-debug/.config $(B)/initramfs.cpio.gz
-	@scripts/bisect-check $(KSRC) $(B)/obj-bisect $(LOGS) $(B)/initramfs.cpio.gz
+	@scripts/bisect-check $(KSRC) $(B)/obj-bisect $(LOGS) $(B)/initramfs.cpio.gz $(FROM)
 
 ## make clean       remove builds, logs and images; keep build/linux
 clean:
