@@ -69,10 +69,11 @@ BOOTS = [
          "edu through intel-iommu, converted to private (make demo)",
          machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0 quiet", list="demo",
          timeout=600),
-    Boot("bench", "put-path benchmarks; guest time counts instructions (make bench)",
-         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="2G", smp="1",
-         cmdline="hugepagesz=2M hugepages=40 transparent_hugepage=never kunit.enable=0 quiet "
-                 "slab_nomerge",
+    Boot("bench", "put-path, conversion and hugetlb split/merge benchmarks; guest time "
+         "counts instructions (make bench)",
+         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="4G", smp="1",
+         cmdline="hugepagesz=2M hugepages=40 hugepagesz=1G hugepages=2 "
+                 "transparent_hugepage=never kunit.enable=0 quiet slab_nomerge",
          list="bench", timeout=900),
     Boot("kunit", "built-in KUnit suites, run at boot",
          cmdline="kunit.enable=1", list="kunit", kind="kunit", timeout=900, modprobe=[]),

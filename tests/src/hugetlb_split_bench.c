@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Splitting and merging the hugetlb pages of a guest_memfd, for `make
+ * bench`, against a hugetlb page's allocation and free. For each page size
+ * (2 MiB and 1 GiB: the boot needs two pages of each), with the vmemmap
+ * optimization (HVO, vm.hugetlb_optimize_vmemmap) off and on - the pool is
+ * emptied and refilled under each setting - prints
+ *   bench: <name>_<size>_<hvo|nohvo>_ns <nanoseconds, median of the rounds>
+ * for
+ *   hugetlb_roundtrip  mmap(MAP_HUGETLB), touch, munmap: a page from the
+ *                      pool, zeroed, and back;
+ *   gmem_split         one 4 KiB page of a private hugetlb guest_memfd page
+ *                      converted to shared (1 GiB: into 2 MiB pieces, one
+ *                      of them into 4 KiB ones);
+ *   gmem_merge         converted back to private: the page whole again;
+ *   gmem_unpin_merge   the shared piece pinned (gup_test FOLL_LONGTERM),
+ *                      converted with DEFER, from the start of the unpin to
+ *                      the return of a WAIT in another thread: the merge on
+ *                      the last reference, in the release worker.
+ * Exits 4 (skip) on a kernel without hugetlb guest_memfd, such as the base.
+ *
+ *   hugetlb_split_bench [rounds]
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "harness_util.h"
+#include "../../../mm/gup_test.h"
+
+#define MAX_ROUNDS	32
+#define SZ_1G		(1UL << 30)
+#define HVO_SYSCTL	"/proc/sys/vm/hugetlb_optimize_vmemmap"
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void report(const char *what, unsigned long size, bool hvo,
+		   long long *v, int rounds)
+{
+	qsort(v, rounds, sizeof(*v), cmp_ll);
+	printf("bench: %s_%s_%s_ns %lld\n", what, size == SZ_1G ? "1G" : "2M",
+	       hvo ? "hvo" : "nohvo", v[rounds / 2]);
+}
+
+static void write_long(const char *path, long val)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%ld\n", val) < 0 || fclose(f))
+		die(path);
+}
+
+static void pool_path(char *buf, size_t len, unsigned long size)
+{
+	snprintf(buf, len, "/sys/kernel/mm/hugepages/hugepages-%lukB/nr_hugepages",
+		 size >> 10);
+}
+
+/*
+ * Refill the pool of @size pages with HVO @hvo: pages keep the setting
+ * they were allocated with. A 1 GiB page has to be found again in free
+ * memory; the run fails if it is not.
+ */
+static void refill_pool(unsigned long size, bool hvo, long nr)
+{
+	char path[128];
+
+	pool_path(path, sizeof(path), size);
+	write_long(HVO_SYSCTL, hvo);
+	write_long(path, 0);
+	write_long(path, nr);
+	if (file_long(path) != nr)
+		die("refill the hugetlb pool");
+}
+
+static long long hugetlb_roundtrip(unsigned long size)
+{
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB |
+		    (size == SZ_1G ? 30 << MAP_HUGE_SHIFT : 21 << MAP_HUGE_SHIFT);
+	long long start = now_ns();
+	char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap(MAP_HUGETLB)");
+	p[0] = 1;
+	munmap(p, size);
+	return now_ns() - start;
+}
+
+/* A hugetlb guest_memfd of one page, host-mappable, mapped at *@mem. */
+static int gmem_hugetlb(unsigned long size, char **mem)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = size,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED |
+			 GUEST_MEMFD_FLAG_HUGETLB,
+		.huge_page_size_log2 = size == SZ_1G ? 30 : 21,
+	};
+	int kvm = open("/dev/kvm", O_RDWR), vm, fd;
+
+	if (kvm < 0)
+		return -1;
+	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	close(kvm);
+	if (vm < 0)
+		return -1;
+	fd = ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
+	close(vm);
+	if (fd < 0)
+		return -1;
+	*mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (*mem == MAP_FAILED)
+		die("mmap(guest_memfd)");
+	return fd;
+}
+
+static long long convert_timed(int fd, size_t size, bool private,
+			       uint64_t flags, int want)
+{
+	struct kvm_memory_attributes2 attrs = {
+		.size = size,
+		.attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
+		.flags = flags,
+	};
+	long long start = now_ns();
+
+	if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) != want)
+		die("KVM_SET_MEMORY_ATTRIBUTES2");
+	return now_ns() - start;
+}
+
+struct waiter {
+	int fd;
+	long long done;
+};
+
+static void *wait_merged(void *arg)
+{
+	struct waiter *w = arg;
+
+	convert_timed(w->fd, getpagesize(), true,
+		      KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+		      KVM_SET_MEMORY_ATTRIBUTES2_WAIT, 0);
+	w->done = now_ns();
+	return NULL;
+}
+
+/* The first page shared and pinned, pending: from unpin to merged. */
+static long long unpin_to_merged(int fd, char *mem, int gup)
+{
+	struct pin_longterm_test args = {
+		.addr = (uintptr_t)mem, .size = getpagesize(),
+		.flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
+	};
+	struct timespec settle = { 0, 20 * 1000 * 1000 };
+	struct waiter w = { .fd = fd };
+	pthread_t thread;
+	long long start;
+
+	convert_timed(fd, getpagesize(), false, 0, 0);
+	if (ioctl(gup, PIN_LONGTERM_TEST_START, &args))
+		die("PIN_LONGTERM_TEST_START");
+	convert_timed(fd, getpagesize(), true,
+		      KVM_SET_MEMORY_ATTRIBUTES2_DEFER, 1);
+	pthread_create(&thread, NULL, wait_merged, &w);
+	nanosleep(&settle, NULL);	/* let it fall asleep */
+	start = now_ns();
+	if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
+		die("PIN_LONGTERM_TEST_STOP");
+	pthread_join(thread, NULL);
+	return w.done - start;
+}
+
+static void bench_size(unsigned long size, bool hvo, int rounds, int gup)
+{
+	long long roundtrip[MAX_ROUNDS], split[MAX_ROUNDS];
+	long long merge[MAX_ROUNDS], unpin_merge[MAX_ROUNDS];
+	char *mem;
+	int fd, r;
+
+	fd = gmem_hugetlb(size, &mem);
+	if (fd < 0)
+		die("create a hugetlb guest_memfd");
+	/* Every piece prepared by the host, then the page whole and private. */
+	memset(mem, 0x5a, size);
+	convert_timed(fd, size, true, 0, 0);
+
+	for (r = 0; r < rounds; r++) {
+		roundtrip[r] = hugetlb_roundtrip(size);
+		split[r] = convert_timed(fd, getpagesize(), false, 0, 0);
+		merge[r] = convert_timed(fd, getpagesize(), true, 0, 0);
+		unpin_merge[r] = unpin_to_merged(fd, mem, gup);
+	}
+	munmap(mem, size);
+	close(fd);
+
+	report("hugetlb_roundtrip", size, hvo, roundtrip, rounds);
+	report("gmem_split", size, hvo, split, rounds);
+	report("gmem_merge", size, hvo, merge, rounds);
+	report("gmem_unpin_merge", size, hvo, unpin_merge, rounds);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long sizes[] = { SZ_2M, SZ_1G };
+	int rounds = argc > 1 ? atoi(argv[1]) : 9;
+	char path[128];
+	long nr[2];
+	int gup, i, hvo, kvm;
+
+	if (rounds < 1 || rounds > MAX_ROUNDS)
+		rounds = 9;
+	kvm = open("/dev/kvm", O_RDWR);
+	if (kvm < 0)
+		die("/dev/kvm");
+	if (ioctl(kvm, KVM_CHECK_EXTENSION,
+		  KVM_CAP_GUEST_MEMFD_HUGETLB_SIZES) <= 0) {
+		printf("hugetlb_split_bench: no hugetlb guest_memfd here: skipped\n");
+		return 4;
+	}
+	close(kvm);
+	gup = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (gup < 0)
+		die("/sys/kernel/debug/gup_test");
+
+	for (i = 0; i < 2; i++) {
+		pool_path(path, sizeof(path), sizes[i]);
+		nr[i] = file_long(path);
+	}
+	/* One page for the guest_memfd, one for the round trip. */
+	if (nr[0] < 2 || nr[1] < 2)
+		die("the boot needs two 2 MiB and two 1 GiB pages");
+
+	for (hvo = 0; hvo < 2; hvo++) {
+		for (i = 0; i < 2; i++) {
+			refill_pool(sizes[i], hvo, nr[i]);
+			bench_size(sizes[i], hvo, i ? (rounds + 2) / 3 : rounds,
+				   gup);
+		}
+	}
+	for (i = 0; i < 2; i++)
+		refill_pool(sizes[i], false, nr[i]);
+	return 0;
+}
