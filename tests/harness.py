@@ -222,7 +222,12 @@ guest whose memory is a guest_memfd that the host maps and that edu pins
 for DMA through VFIO. The guest asks for the memory to become private:
 upstream answers EAGAIN while the device holds its pins; with the series
 the pages are pending until the device's last reference drops, and the
-conversion then completes, content kept. Each line: ms since the VMM began.
+conversion then completes, content kept. A second VMM
+(tests/demo/gmem_hugetlb_demo.c) backs its guest with one 1 GiB hugetlb
+page and shares 4 KiB of it with edu: the page splits only as far as
+that needs, and is put back together - mapped at 1 GiB again, then
+returned to the pool - on the device's last unpin. Each line: ms since
+the VMM began.
 """
 
 

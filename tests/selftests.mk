@@ -17,8 +17,10 @@ KVM_TESTS := guest_memfd_test guest_memfd_conversions_test guest_memfd_hugetlb_t
 	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
 OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
+DEMOS := $(patsubst tests/demo/%.c,%,$(wildcard tests/demo/*.c))
+
 all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS)) \
-	$(OUT)/own/gmem_demo
+	$(addprefix $(OUT)/own/,$(DEMOS))
 
 # ---- mm: liburing is linked in when present, as upstream's probe does
 MM_CFLAGS := -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -isystem $(abspath $(HDR)) \
@@ -64,7 +66,7 @@ KVM_CFLAGS := -D_GNU_SOURCE= -Wall -Wstrict-prototypes -Wuninitialized -O2 -g -s
 # The library's objects are the kvm target's; this rule only names them.
 $(KVM_LIB_OBJS): kvm ;
 
-$(OUT)/own/gmem_demo: tests/demo/gmem_demo.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
+$(addprefix $(OUT)/own/,$(DEMOS)): $(OUT)/own/%: tests/demo/%.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(KVM_CFLAGS) $< $(KVM_LIB_OBJS) -ldl -o $@
 

@@ -11,6 +11,7 @@
  *
  * Needs a boot without a vIOMMU: the mock device refuses to attach otherwise.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -21,6 +22,8 @@
 
 #include "kselftest_harness.h"
 #include "harness_util.h"
+
+#include <linux/falloc.h>
 #include "iommufd_test.h"
 #include "../../../mm/gup_test.h"
 
@@ -191,6 +194,78 @@ static int pinner_unpin(struct pinners *p, int which)
 	return ioas_unmap_at(p->iommufd, p->ioas, which ? IOVA2 : IOVA, p->size);
 }
 
+/* A guest_memfd counter of splits and merges (kvm/gmem_<name>), or -1. */
+static long split_counter(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/gmem_%s", name);
+	return file_long(path);
+}
+
+/*
+ * For each order of unpinning: [@offset, + p->size) of gmem_fd, at p->buf,
+ * shared and pinned three times, converted to private with DEFER; pending
+ * until the last pinner lets go, whichever that is. With @merges, the
+ * range is a piece of a hugetlb page, which must be merged on the last
+ * unpin, not before.
+ */
+static void every_unpin_order(struct __test_metadata *_metadata,
+			      struct pinners *p, size_t offset, bool merges)
+{
+	const long npages = p->size / getpagesize();
+	const uint64_t defer = KVM_SET_MEMORY_ATTRIBUTES2_DEFER;
+	static const int orders[][3] = {
+		{ 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 },
+		{ 1, 2, 0 }, { 2, 0, 1 }, { 2, 1, 0 },
+	};
+	long pins0 = pins_held(), merged;
+	int o, i;
+
+	for (o = 0; o < ARRAY_SIZE(orders); o++) {
+		const int *order = orders[o];
+
+		TH_LOG("unpin order: %d %d %d", order[0], order[1], order[2]);
+		ASSERT_EQ(gmem_convert(offset, p->size, false, 0, NULL), 0);
+		memset(p->buf, o, p->size);
+		for (i = 0; i < 3; i++)
+			ASSERT_EQ(pinner_pin(p, i), 0);
+		ASSERT_EQ(gmem_convert(offset, p->size, true, defer, NULL), npages);
+		merged = split_counter("merge_in_place");
+
+		for (i = 0; i < 2; i++) {
+			ASSERT_EQ(pinner_unpin(p, order[i]), 0);
+			EXPECT_EQ(gmem_convert(offset, p->size, true, defer, NULL),
+				  npages);
+			EXPECT_FALSE(host_can_read(p->buf));
+		}
+		if (merges)
+			EXPECT_EQ(split_counter("merge_in_place"), merged);
+		ASSERT_EQ(pinner_unpin(p, order[2]), 0);
+		EXPECT_EQ(pins_held(), pins0);
+		EXPECT_EQ(gmem_convert(offset, p->size, true,
+				       defer | KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
+		EXPECT_FALSE(host_can_read(p->buf));
+		if (merges)
+			EXPECT_EQ(split_counter("merge_in_place"), merged + 1);
+	}
+
+	/* The content went through every conversion. */
+	ASSERT_EQ(gmem_convert(offset, p->size, false, 0, NULL), 0);
+	EXPECT_EQ(((char *)p->buf)[p->size - 1], ARRAY_SIZE(orders) - 1);
+}
+
+static void pinners_start(struct __test_metadata *_metadata,
+			  FIXTURE_DATA(ioas) *ioas, struct pinners *p,
+			  const struct mem_kind *kind)
+{
+	ioas_start(_metadata, ioas, kind);
+	p->iommufd = ioas->iommufd;
+	p->ioas = ioas->ioas_id;
+	p->gup_test = open("/sys/kernel/debug/gup_test", O_RDWR);
+	ASSERT_GE(p->gup_test, 0) TH_LOG("gup_test: CONFIG_GUP_TEST and debugfs");
+}
+
 /*
  * Shared to private with three pinners of every page: the pages stay
  * pending until the last pinner lets go, whichever that is.
@@ -198,50 +273,56 @@ static int pinner_unpin(struct pinners *p, int which)
 TEST(conversion_waits_for_every_pinner)
 {
 	const struct mem_kind kind = GMEM_KIND;
-	const long npages = kind.size / getpagesize();
-	const uint64_t defer = KVM_SET_MEMORY_ATTRIBUTES2_DEFER;
-	long pins0 = pins_held();
 	FIXTURE_DATA(ioas) ioas;
 	struct pinners p = { .size = kind.size };
-	static const int orders[][3] = {
-		{ 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 },
-		{ 1, 2, 0 }, { 2, 0, 1 }, { 2, 1, 0 },
-	};
-	int o, i;
 
-	ioas_start(_metadata, &ioas, &kind);
-	p.iommufd = ioas.iommufd;
-	p.ioas = ioas.ioas_id;
-	p.gup_test = open("/sys/kernel/debug/gup_test", O_RDWR);
-	ASSERT_GE(p.gup_test, 0) TH_LOG("gup_test: CONFIG_GUP_TEST and debugfs");
+	pinners_start(_metadata, &ioas, &p, &kind);
 	p.buf = map_populated(&kind);
 	ASSERT_NE(p.buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
+	every_unpin_order(_metadata, &p, 0, false);
+	close(p.gup_test);
+	close(ioas.iommufd);
+}
 
-	for (o = 0; o < ARRAY_SIZE(orders); o++) {
-		const int *order = orders[o];
+/*
+ * The same with one 4 KiB piece of a private 2 MiB hugetlb guest_memfd
+ * page: the page stays split until the last pinner lets go, and the pool
+ * gets it back whole.
+ */
+TEST(hugetlb_piece_merges_after_every_pinner)
+{
+	const struct mem_kind kind = { "a hugetlb guest_memfd piece" };
+	struct kvm_create_guest_memfd args = {
+		.size = SZ_2M,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
+		.huge_page_size_log2 = 21,
+	};
+	size_t page = getpagesize();
+	long free0 = hugepages_free();
+	FIXTURE_DATA(ioas) ioas;
+	struct pinners p = { .size = page };
+	char *map;
+	int kvm;
 
-		TH_LOG("unpin order: %d %d %d", order[0], order[1], order[2]);
-		ASSERT_EQ(gmem_convert(0, p.size, false, 0, NULL), 0);
-		memset(p.buf, o, p.size);
-		for (i = 0; i < 3; i++)
-			ASSERT_EQ(pinner_pin(&p, i), 0);
-		ASSERT_EQ(gmem_convert(0, p.size, true, defer, NULL), npages);
+	ASSERT_GE(split_counter("merge_in_place"), 0) TH_LOG("kvm/gmem_* in debugfs");
+	pinners_start(_metadata, &ioas, &p, &kind);
+	kvm = open("/dev/kvm", O_RDWR);
+	ASSERT_GE(kvm, 0);
+	gmem_vm_fd = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
+	ASSERT_GE(gmem_vm_fd, 0);
+	gmem_fd = ioctl(gmem_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+	ASSERT_GE(gmem_fd, 0) TH_LOG("hugetlb guest_memfd: %s", strerror(errno));
+	ASSERT_EQ(fallocate(gmem_fd, FALLOC_FL_KEEP_SIZE, 0, SZ_2M), 0);
+	map = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem_fd, 0);
+	ASSERT_NE(map, MAP_FAILED);
+	p.buf = map + page;
 
-		for (i = 0; i < 2; i++) {
-			ASSERT_EQ(pinner_unpin(&p, order[i]), 0);
-			EXPECT_EQ(gmem_convert(0, p.size, true, defer, NULL), npages);
-			EXPECT_FALSE(host_can_read(p.buf));
-		}
-		ASSERT_EQ(pinner_unpin(&p, order[2]), 0);
-		EXPECT_EQ(pins_held(), pins0);
-		EXPECT_EQ(gmem_convert(0, p.size, true,
-				       defer | KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
-		EXPECT_FALSE(host_can_read(p.buf));
-	}
-
-	/* The content went through every conversion. */
-	ASSERT_EQ(gmem_convert(0, p.size, false, 0, NULL), 0);
-	EXPECT_EQ(((char *)p.buf)[p.size - 1], ARRAY_SIZE(orders) - 1);
+	every_unpin_order(_metadata, &p, page, true);
+	ASSERT_EQ(munmap(map, SZ_2M), 0);
+	close(gmem_fd);
+	EXPECT_EQ(hugepages_free(), free0);
+	close(gmem_vm_fd);
+	close(kvm);
 	close(p.gup_test);
 	close(ioas.iommufd);
 }
