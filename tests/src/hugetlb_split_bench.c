@@ -2,10 +2,8 @@
 /*
  * Splitting and merging the hugetlb pages of a guest_memfd, for `make
  * bench`, against a hugetlb page's allocation and free. For each page size
- * (2 MiB and 1 GiB: the boot needs two pages of each), with the vmemmap
- * optimization (HVO, vm.hugetlb_optimize_vmemmap) off and on - the pool is
- * emptied and refilled under each setting - prints
- *   bench: <name>_<size>_<hvo|nohvo>_ns <nanoseconds, median of the rounds>
+ * (2 MiB and 1 GiB: the boot needs two pages of each) prints
+ *   bench: <name>_<size>_ns <nanoseconds, median of the rounds>
  * for
  *   hugetlb_roundtrip  mmap(MAP_HUGETLB), touch, munmap: a page from the
  *                      pool, zeroed, and back;
@@ -17,7 +15,9 @@
  *                      converted with DEFER, from the start of the unpin to
  *                      the return of a WAIT in another thread: the merge on
  *                      the last reference, in the release worker.
- * Exits 4 (skip) on a kernel without hugetlb guest_memfd, such as the base.
+ * The pool's pages have their vmemmap unoptimized (HVO off): HVO corrupts
+ * struct pages on this base (README). Exits 4 (skip) on a kernel without
+ * hugetlb guest_memfd, such as the base.
  *
  *   hugetlb_split_bench [rounds]
  */
@@ -30,7 +30,6 @@
 
 #define MAX_ROUNDS	32
 #define SZ_1G		(1UL << 30)
-#define HVO_SYSCTL	"/proc/sys/vm/hugetlb_optimize_vmemmap"
 
 static int cmp_ll(const void *a, const void *b)
 {
@@ -39,43 +38,12 @@ static int cmp_ll(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static void report(const char *what, unsigned long size, bool hvo,
-		   long long *v, int rounds)
+static void report(const char *what, unsigned long size, long long *v,
+		   int rounds)
 {
 	qsort(v, rounds, sizeof(*v), cmp_ll);
-	printf("bench: %s_%s_%s_ns %lld\n", what, size == SZ_1G ? "1G" : "2M",
-	       hvo ? "hvo" : "nohvo", v[rounds / 2]);
-}
-
-static void write_long(const char *path, long val)
-{
-	FILE *f = fopen(path, "w");
-
-	if (!f || fprintf(f, "%ld\n", val) < 0 || fclose(f))
-		die(path);
-}
-
-static void pool_path(char *buf, size_t len, unsigned long size)
-{
-	snprintf(buf, len, "/sys/kernel/mm/hugepages/hugepages-%lukB/nr_hugepages",
-		 size >> 10);
-}
-
-/*
- * Refill the pool of @size pages with HVO @hvo: pages keep the setting
- * they were allocated with. A 1 GiB page has to be found again in free
- * memory; the run fails if it is not.
- */
-static void refill_pool(unsigned long size, bool hvo, long nr)
-{
-	char path[128];
-
-	pool_path(path, sizeof(path), size);
-	write_long(HVO_SYSCTL, hvo);
-	write_long(path, 0);
-	write_long(path, nr);
-	if (file_long(path) != nr)
-		die("refill the hugetlb pool");
+	printf("bench: %s_%s_ns %lld\n", what, size == SZ_1G ? "1G" : "2M",
+	       v[rounds / 2]);
 }
 
 static long long hugetlb_roundtrip(unsigned long size)
@@ -176,7 +144,7 @@ static long long unpin_to_merged(int fd, char *mem, int gup)
 	return w.done - start;
 }
 
-static void bench_size(unsigned long size, bool hvo, int rounds, int gup)
+static void bench_size(unsigned long size, int rounds, int gup)
 {
 	long long roundtrip[MAX_ROUNDS], split[MAX_ROUNDS];
 	long long merge[MAX_ROUNDS], unpin_merge[MAX_ROUNDS];
@@ -199,10 +167,10 @@ static void bench_size(unsigned long size, bool hvo, int rounds, int gup)
 	munmap(mem, size);
 	close(fd);
 
-	report("hugetlb_roundtrip", size, hvo, roundtrip, rounds);
-	report("gmem_split", size, hvo, split, rounds);
-	report("gmem_merge", size, hvo, merge, rounds);
-	report("gmem_unpin_merge", size, hvo, unpin_merge, rounds);
+	report("hugetlb_roundtrip", size, roundtrip, rounds);
+	report("gmem_split", size, split, rounds);
+	report("gmem_merge", size, merge, rounds);
+	report("gmem_unpin_merge", size, unpin_merge, rounds);
 }
 
 int main(int argc, char **argv)
@@ -210,8 +178,7 @@ int main(int argc, char **argv)
 	unsigned long sizes[] = { SZ_2M, SZ_1G };
 	int rounds = argc > 1 ? atoi(argv[1]) : 9;
 	char path[128];
-	long nr[2];
-	int gup, i, hvo, kvm;
+	int gup, i, kvm;
 
 	if (rounds < 1 || rounds > MAX_ROUNDS)
 		rounds = 9;
@@ -229,21 +196,14 @@ int main(int argc, char **argv)
 		die("/sys/kernel/debug/gup_test");
 
 	for (i = 0; i < 2; i++) {
-		pool_path(path, sizeof(path), sizes[i]);
-		nr[i] = file_long(path);
-	}
-	/* One page for the guest_memfd, one for the round trip. */
-	if (nr[0] < 2 || nr[1] < 2)
-		die("the boot needs two 2 MiB and two 1 GiB pages");
-
-	for (hvo = 0; hvo < 2; hvo++) {
-		for (i = 0; i < 2; i++) {
-			refill_pool(sizes[i], hvo, nr[i]);
-			bench_size(sizes[i], hvo, i ? (rounds + 2) / 3 : rounds,
-				   gup);
-		}
+		snprintf(path, sizeof(path),
+			 "/sys/kernel/mm/hugepages/hugepages-%lukB/free_hugepages",
+			 sizes[i] >> 10);
+		/* One page for the guest_memfd, one for the round trip. */
+		if (file_long(path) < 2)
+			die("the boot needs two free 2 MiB and two 1 GiB pages");
 	}
 	for (i = 0; i < 2; i++)
-		refill_pool(sizes[i], false, nr[i]);
+		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
 	return 0;
 }
