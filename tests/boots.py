@@ -74,7 +74,7 @@ BOOTS = [
          list="demo", timeout=900),
     Boot("bench", "put-path, conversion and hugetlb split/merge benchmarks; guest time "
          "counts instructions (make bench)",
-         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="4G", smp="1",
+         machine=["-machine", "q35", "-icount", "shift=0,sleep=off"], memory="6G", smp="1",
          cmdline="hugepagesz=2M hugepages=40 hugepagesz=1G hugepages=2 "
                  "transparent_hugepage=never kunit.enable=0 quiet slab_nomerge",
          list="bench", timeout=900),
