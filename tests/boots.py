@@ -60,9 +60,10 @@ BOOTS = [
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
          machine=VIOMMU_EDU,
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),
-    Boot("modules", "KVM as modules: unloading it while a VFIO pin holds guest_memfd memory",
-         machine=VIOMMU_EDU, cmdline="intel_iommu=on kunit.enable=0", list="modules",
-         modprobe=[]),
+    Boot("modules", "KVM as modules: unloading it while a VFIO pin holds guest_memfd memory "
+         "(a hugetlb page's piece too)",
+         machine=VIOMMU_EDU, cmdline="intel_iommu=on hugepagesz=2M hugepages=4 kunit.enable=0",
+         list="modules", modprobe=[]),
     Boot("mm", "no vIOMMU: GUP pins, hugetlb, hmm, iommufd mock-domain pins",
          cmdline="transparent_hugepage=madvise hugepagesz=2M hugepages=160 kunit.enable=0",
          list="mm"),

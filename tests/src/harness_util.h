@@ -143,13 +143,9 @@ struct mem_kind {
  */
 static int gmem_fd = -1, gmem_vm_fd = -1;
 
-/* A guest_memfd of a software-protected VM, host-mappable and shared. */
-static inline int gmem_create(size_t size)
+/* A guest_memfd of a new software-protected VM (gmem_vm_fd), or -1. */
+static inline int gmem_create_args(struct kvm_create_guest_memfd *args)
 {
-	struct kvm_create_guest_memfd args = {
-		.size = size,
-		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
-	};
 	int kvm = open("/dev/kvm", O_RDWR);
 
 	if (kvm < 0)
@@ -158,7 +154,39 @@ static inline int gmem_create(size_t size)
 	close(kvm);
 	if (gmem_vm_fd < 0)
 		return -1;
-	return ioctl(gmem_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+	return ioctl(gmem_vm_fd, KVM_CREATE_GUEST_MEMFD, args);
+}
+
+/* Host-mappable and shared. */
+static inline int gmem_create(size_t size)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = size,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+	};
+
+	return gmem_create_args(&args);
+}
+
+/* Host-mappable, private, in 2 MiB hugetlb pages. */
+static inline int gmem_create_hugetlb_2m(size_t size)
+{
+	struct kvm_create_guest_memfd args = {
+		.size = size,
+		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
+		.huge_page_size_log2 = 21,
+	};
+
+	return gmem_create_args(&args);
+}
+
+/* A counter of guest_memfd's hugetlb splits and merges (kvm/gmem_<name>), or -1. */
+static inline long gmem_split_counter(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/gmem_%s", name);
+	return file_long(path);
 }
 
 /* A populated mapping of @kind, filled with 0x5a, or MAP_FAILED. */

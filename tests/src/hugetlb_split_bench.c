@@ -69,16 +69,8 @@ static int gmem_hugetlb(unsigned long size, char **mem)
 			 GUEST_MEMFD_FLAG_HUGETLB,
 		.huge_page_size_log2 = size == SZ_1G ? 30 : 21,
 	};
-	int kvm = open("/dev/kvm", O_RDWR), vm, fd;
+	int fd = gmem_create_args(&args);
 
-	if (kvm < 0)
-		return -1;
-	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
-	close(kvm);
-	if (vm < 0)
-		return -1;
-	fd = ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
-	close(vm);
 	if (fd < 0)
 		return -1;
 	*mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -166,6 +158,7 @@ static void bench_size(unsigned long size, int rounds, int gup)
 	}
 	munmap(mem, size);
 	close(fd);
+	close(gmem_vm_fd);
 
 	report("hugetlb_roundtrip", size, roundtrip, rounds);
 	report("gmem_split", size, split, rounds);

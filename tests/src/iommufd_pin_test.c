@@ -194,15 +194,6 @@ static int pinner_unpin(struct pinners *p, int which)
 	return ioas_unmap_at(p->iommufd, p->ioas, which ? IOVA2 : IOVA, p->size);
 }
 
-/* A guest_memfd counter of splits and merges (kvm/gmem_<name>), or -1. */
-static long split_counter(const char *name)
-{
-	char path[128];
-
-	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/gmem_%s", name);
-	return file_long(path);
-}
-
 /*
  * For each order of unpinning: [@offset, + p->size) of gmem_fd, at p->buf,
  * shared and pinned three times, converted to private with DEFER; pending
@@ -231,7 +222,7 @@ static void every_unpin_order(struct __test_metadata *_metadata,
 		for (i = 0; i < 3; i++)
 			ASSERT_EQ(pinner_pin(p, i), 0);
 		ASSERT_EQ(gmem_convert(offset, p->size, true, defer, NULL), npages);
-		merged = split_counter("merge_in_place");
+		merged = gmem_split_counter("merge_in_place");
 
 		for (i = 0; i < 2; i++) {
 			ASSERT_EQ(pinner_unpin(p, order[i]), 0);
@@ -240,14 +231,14 @@ static void every_unpin_order(struct __test_metadata *_metadata,
 			EXPECT_FALSE(host_can_read(p->buf));
 		}
 		if (merges)
-			EXPECT_EQ(split_counter("merge_in_place"), merged);
+			EXPECT_EQ(gmem_split_counter("merge_in_place"), merged);
 		ASSERT_EQ(pinner_unpin(p, order[2]), 0);
 		EXPECT_EQ(pins_held(), pins0);
 		EXPECT_EQ(gmem_convert(offset, p->size, true,
 				       defer | KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
 		EXPECT_FALSE(host_can_read(p->buf));
 		if (merges)
-			EXPECT_EQ(split_counter("merge_in_place"), merged + 1);
+			EXPECT_EQ(gmem_split_counter("merge_in_place"), merged + 1);
 	}
 
 	/* The content went through every conversion. */
@@ -292,25 +283,15 @@ TEST(conversion_waits_for_every_pinner)
 TEST(hugetlb_piece_merges_after_every_pinner)
 {
 	const struct mem_kind kind = { "a hugetlb guest_memfd piece" };
-	struct kvm_create_guest_memfd args = {
-		.size = SZ_2M,
-		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
-		.huge_page_size_log2 = 21,
-	};
 	size_t page = getpagesize();
 	long free0 = hugepages_free();
 	FIXTURE_DATA(ioas) ioas;
 	struct pinners p = { .size = page };
 	char *map;
-	int kvm;
 
-	ASSERT_GE(split_counter("merge_in_place"), 0) TH_LOG("kvm/gmem_* in debugfs");
+	ASSERT_GE(gmem_split_counter("merge_in_place"), 0) TH_LOG("kvm/gmem_* in debugfs");
 	pinners_start(_metadata, &ioas, &p, &kind);
-	kvm = open("/dev/kvm", O_RDWR);
-	ASSERT_GE(kvm, 0);
-	gmem_vm_fd = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
-	ASSERT_GE(gmem_vm_fd, 0);
-	gmem_fd = ioctl(gmem_vm_fd, KVM_CREATE_GUEST_MEMFD, &args);
+	gmem_fd = gmem_create_hugetlb_2m(SZ_2M);
 	ASSERT_GE(gmem_fd, 0) TH_LOG("hugetlb guest_memfd: %s", strerror(errno));
 	ASSERT_EQ(fallocate(gmem_fd, FALLOC_FL_KEEP_SIZE, 0, SZ_2M), 0);
 	map = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem_fd, 0);
@@ -322,7 +303,6 @@ TEST(hugetlb_piece_merges_after_every_pinner)
 	close(gmem_fd);
 	EXPECT_EQ(hugepages_free(), free0);
 	close(gmem_vm_fd);
-	close(kvm);
 	close(p.gup_test);
 	close(ioas.iommufd);
 }

@@ -187,36 +187,6 @@ TEST(conversion_completes_on_dma_unmap)
 	edu_close(&edu);
 }
 
-/* A guest_memfd counter of splits and merges (kvm/gmem_<name>), or -1. */
-static long split_counter(const char *name)
-{
-	char path[128];
-
-	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/gmem_%s", name);
-	return file_long(path);
-}
-
-/* A guest_memfd of one private 2 MiB hugetlb page that the host may map. */
-static int gmem_hugetlb_2m(void)
-{
-	struct kvm_create_guest_memfd args = {
-		.size = SZ_2M,
-		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
-		.huge_page_size_log2 = 21,
-	};
-	int kvm = open("/dev/kvm", O_RDWR), vm, fd;
-
-	if (kvm < 0)
-		return -1;
-	vm = ioctl(kvm, KVM_CREATE_VM, KVM_X86_SW_PROTECTED_VM);
-	close(kvm);
-	if (vm < 0)
-		return -1;
-	fd = ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
-	close(vm);
-	return fd;
-}
-
 /*
  * A 4 KiB page of a 2 MiB hugetlb guest_memfd page shared with the device:
  * the page is split for it, and converting it back is pending until
@@ -227,20 +197,20 @@ TEST(hugetlb_piece_merges_on_dma_unmap)
 {
 	size_t page = getpagesize();
 	long free0 = hugepages_free(), pins0 = pins_held();
-	long split0 = split_counter("split_4k"), merged0 = split_counter("merge_in_place");
+	long split0 = gmem_split_counter("split_4k"), merged0 = gmem_split_counter("merge_in_place");
 	struct edu edu = { 0 };
 	char *buf;
 	int i;
 
 	ASSERT_GE(split0, 0) TH_LOG("no kvm/gmem_split_4k in debugfs");
 	edu_start(_metadata, &edu, &(struct mem_kind){ "a hugetlb guest_memfd piece" });
-	gmem_fd = gmem_hugetlb_2m();
+	gmem_fd = gmem_create_hugetlb_2m(SZ_2M);
 	ASSERT_GE(gmem_fd, 0) TH_LOG("hugetlb guest_memfd: %s", strerror(errno));
 	ASSERT_EQ(fallocate(gmem_fd, FALLOC_FL_KEEP_SIZE, 0, SZ_2M), 0);
 	EXPECT_EQ(hugepages_free(), free0 - 1);
 
 	ASSERT_EQ(gmem_convert(page, page, false, 0, NULL), 0);
-	EXPECT_EQ(split_counter("split_4k"), split0 + 1);
+	EXPECT_EQ(gmem_split_counter("split_4k"), split0 + 1);
 	buf = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_SHARED, gmem_fd, 0);
 	ASSERT_NE(buf, MAP_FAILED);
 	for (i = 0; i < EDU_XFER; i++)
@@ -254,11 +224,11 @@ TEST(hugetlb_piece_merges_on_dma_unmap)
 	/* The device writes the pending page back, shifted by 16 bytes. */
 	ASSERT_EQ(edu_dma(&edu, EDU_BUF, IOVA + 16, EDU_XFER - 16, 1), 0);
 	EXPECT_FALSE(edu_dmar_fault_seen(&edu, IOVA));
-	EXPECT_EQ(split_counter("merge_in_place"), merged0);
+	EXPECT_EQ(gmem_split_counter("merge_in_place"), merged0);
 
 	ASSERT_EQ(edu_dma_unmap(&edu, IOVA, page), 0);
 	EXPECT_EQ(gmem_convert(page, page, true, KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
-	EXPECT_EQ(split_counter("merge_in_place"), merged0 + 1);
+	EXPECT_EQ(gmem_split_counter("merge_in_place"), merged0 + 1);
 	EXPECT_EQ(pins_held(), pins0);
 
 	/* Shared again (split again): the device's bytes survived the merge. */
