@@ -16,19 +16,14 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "harness_util.h"
-#include "../../../mm/gup_test.h"
+#include "bench_util.h"
 
 #define SZ_64M	(64UL << 20)
 
 /* One conversion of [0, @size), timed; dies unless it returns @want. */
 static long long convert_timed(size_t size, bool private, uint64_t flags, int want)
 {
-	long long start = now_ns();
-
-	if (gmem_convert(0, size, private, flags, NULL) != want)
-		die("KVM_SET_MEMORY_ATTRIBUTES2");
-	return now_ns() - start;
+	return gmem_convert_timed(gmem_fd, 0, size, private, flags, want);
 }
 
 static void pin(int gup, char *buf, size_t size)
@@ -64,20 +59,11 @@ static void *wait_for_completion(void *arg)
 static long long unpin_to_complete(int gup, char *buf, size_t size)
 {
 	struct waiter w = { .size = size };
-	struct timespec settle = { 0, 20 * 1000 * 1000 };
-	pthread_t thread;
-	long long start;
 
 	convert_timed(SZ_64M, false, 0, 0);
 	pin(gup, buf, size);
 	convert_timed(size, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER, size / getpagesize());
-	pthread_create(&thread, NULL, wait_for_completion, &w);
-	nanosleep(&settle, NULL);	/* let it fall asleep */
-	start = now_ns();
-	if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
-		die("PIN_LONGTERM_TEST_STOP");
-	pthread_join(thread, NULL);
-	return w.done - start;
+	return unpin_to_done(gup, wait_for_completion, &w, &w.done);
 }
 
 static int cmp_ll(const void *a, const void *b)

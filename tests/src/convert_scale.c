@@ -22,8 +22,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "harness_util.h"
-#include "../../../mm/gup_test.h"
+#include "bench_util.h"
 
 #define SZ_1G		(1UL << 30)
 #define SZ_16M		(16UL << 20)
@@ -48,23 +47,6 @@ static long long state_bytes(void)
 	return total;
 }
 
-/* KVM_SET_MEMORY_ATTRIBUTES2 on @fd, timed; dies unless it returns @want. */
-static long long convert_fd(int fd, size_t offset, size_t size, bool private,
-			    uint64_t flags, int want)
-{
-	struct kvm_memory_attributes2 attrs = {
-		.offset = offset,
-		.size = size,
-		.attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
-		.flags = flags,
-	};
-	long long start = now_ns();
-
-	if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) != want)
-		die("KVM_SET_MEMORY_ATTRIBUTES2");
-	return now_ns() - start;
-}
-
 /* Whole-file conversions of an unallocated guest_memfd of @gib GiB. */
 static void scale(unsigned long gib)
 {
@@ -74,9 +56,9 @@ static void scale(unsigned long gib)
 	if (fd < 0)
 		die("KVM_CREATE_GUEST_MEMFD");
 	before = state_bytes();
-	to_private = convert_fd(fd, 0, gib * SZ_1G, true, 0, 0);
+	to_private = gmem_convert_timed(fd, 0, gib * SZ_1G, true, 0, 0);
 	bytes = state_bytes() - before;
-	to_shared = convert_fd(fd, 0, gib * SZ_1G, false, 0, 0);
+	to_shared = gmem_convert_timed(fd, 0, gib * SZ_1G, false, 0, 0);
 	printf("bench: gmem_to_private_%luG_ns %lld\n", gib, to_private);
 	printf("bench: gmem_to_shared_%luG_ns %lld\n", gib, to_shared);
 	printf("bench: gmem_state_%luG_bytes_per_G %lld\n", gib,
@@ -97,7 +79,7 @@ static void alternating(void)
 	before = state_bytes();
 	start = now_ns();
 	for (offset = 0; offset < SZ_64M; offset += 2 * page)
-		convert_fd(fd, offset, page, true, 0, 0);
+		gmem_convert_timed(fd, offset, page, true, 0, 0);
 	printf("bench: gmem_alternating_64M_ns %lld\n", now_ns() - start);
 	bytes = state_bytes() - before;
 	printf("bench: gmem_state_alternating_64M_bytes_per_G %lld\n",
@@ -126,7 +108,7 @@ static void *wait_complete(void *arg)
 {
 	struct pending *p = arg;
 
-	convert_fd(p->fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+	gmem_convert_timed(p->fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
 		   KVM_SET_MEMORY_ATTRIBUTES2_WAIT, 0);
 	p->done = now_ns();
 	return NULL;
@@ -159,7 +141,7 @@ static long long unpin_together(int n)
 	if (ioctl(gup, PIN_LONGTERM_TEST_START, &args))
 		die("PIN_LONGTERM_TEST_START");
 	for (i = 0; i < n; i++) {
-		convert_fd(p[i].fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER,
+		gmem_convert_timed(p[i].fd, 0, SZ_16M, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER,
 			   SZ_16M / getpagesize());
 		pthread_create(&waiter[i], NULL, wait_complete, &p[i]);
 	}

@@ -25,8 +25,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "harness_util.h"
-#include "../../../mm/gup_test.h"
+#include "bench_util.h"
 
 #define MAX_ROUNDS	32
 #define SZ_1G		(1UL << 30)
@@ -82,16 +81,7 @@ static int gmem_hugetlb(unsigned long size, char **mem)
 static long long convert_timed(int fd, size_t size, bool private,
 			       uint64_t flags, int want)
 {
-	struct kvm_memory_attributes2 attrs = {
-		.size = size,
-		.attributes = private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0,
-		.flags = flags,
-	};
-	long long start = now_ns();
-
-	if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES2, &attrs) != want)
-		die("KVM_SET_MEMORY_ATTRIBUTES2");
-	return now_ns() - start;
+	return gmem_convert_timed(fd, 0, size, private, flags, want);
 }
 
 struct waiter {
@@ -117,23 +107,14 @@ static long long unpin_to_merged(int fd, char *mem, int gup)
 		.addr = (uintptr_t)mem, .size = getpagesize(),
 		.flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
 	};
-	struct timespec settle = { 0, 20 * 1000 * 1000 };
 	struct waiter w = { .fd = fd };
-	pthread_t thread;
-	long long start;
 
 	convert_timed(fd, getpagesize(), false, 0, 0);
 	if (ioctl(gup, PIN_LONGTERM_TEST_START, &args))
 		die("PIN_LONGTERM_TEST_START");
 	convert_timed(fd, getpagesize(), true,
 		      KVM_SET_MEMORY_ATTRIBUTES2_DEFER, 1);
-	pthread_create(&thread, NULL, wait_merged, &w);
-	nanosleep(&settle, NULL);	/* let it fall asleep */
-	start = now_ns();
-	if (ioctl(gup, PIN_LONGTERM_TEST_STOP))
-		die("PIN_LONGTERM_TEST_STOP");
-	pthread_join(thread, NULL);
-	return w.done - start;
+	return unpin_to_done(gup, wait_merged, &w, &w.done);
 }
 
 static void bench_size(unsigned long size, int rounds, int gup)
