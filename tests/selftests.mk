@@ -17,7 +17,11 @@ KVM_TESTS := guest_memfd_test guest_memfd_conversions_test guest_memfd_hugetlb_t
 	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
 OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
-DEMOS := $(patsubst tests/demo/%.c,%,$(wildcard tests/demo/*.c))
+# Programs that run a guest, on the KVM selftests library: the demos, and
+# benchmarks that need a vCPU.
+DEMOS := $(patsubst tests/demo/%.c,%,$(wildcard tests/demo/*.c)) \
+	$(patsubst tests/guest/%.c,%,$(wildcard tests/guest/*.c))
+vpath %.c tests/demo tests/guest
 
 all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS)) \
 	$(addprefix $(OUT)/own/,$(DEMOS))
@@ -66,7 +70,7 @@ KVM_CFLAGS := -D_GNU_SOURCE= -Wall -Wstrict-prototypes -Wuninitialized -O2 -g -s
 # The library's objects are the kvm target's; this rule only names them.
 $(KVM_LIB_OBJS): kvm ;
 
-$(addprefix $(OUT)/own/,$(DEMOS)): $(OUT)/own/%: tests/demo/%.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
+$(addprefix $(OUT)/own/,$(DEMOS)): $(OUT)/own/%: %.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(KVM_CFLAGS) $< $(KVM_LIB_OBJS) -ldl -o $@
 
