@@ -19,12 +19,12 @@ OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
 # Programs that run a guest, on the KVM selftests library: the demos, and
 # benchmarks that need a vCPU.
-DEMOS := $(patsubst tests/demo/%.c,%,$(wildcard tests/demo/*.c)) \
+GUEST_PROGS := $(patsubst tests/demo/%.c,%,$(wildcard tests/demo/*.c)) \
 	$(patsubst tests/guest/%.c,%,$(wildcard tests/guest/*.c))
 vpath %.c tests/demo tests/guest
 
 all: $(addprefix $(OUT)/mm/,$(MM_TESTS)) kvm $(addprefix $(OUT)/own/,$(OWN_TESTS)) \
-	$(addprefix $(OUT)/own/,$(DEMOS))
+	$(addprefix $(OUT)/own/,$(GUEST_PROGS))
 
 # ---- mm: liburing is linked in when present, as upstream's probe does
 MM_CFLAGS := -static -Wall -O2 -U_FORTIFY_SOURCE -no-pie -isystem $(abspath $(HDR)) \
@@ -70,7 +70,7 @@ KVM_CFLAGS := -D_GNU_SOURCE= -Wall -Wstrict-prototypes -Wuninitialized -O2 -g -s
 # The library's objects are the kvm target's; this rule only names them.
 $(KVM_LIB_OBJS): kvm ;
 
-$(addprefix $(OUT)/own/,$(DEMOS)): $(OUT)/own/%: %.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
+$(addprefix $(OUT)/own/,$(GUEST_PROGS)): $(OUT)/own/%: %.c $(wildcard tests/src/*.h) $(KVM_LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) $(KVM_CFLAGS) $< $(KVM_LIB_OBJS) -ldl -o $@
 

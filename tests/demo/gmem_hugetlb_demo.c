@@ -34,9 +34,9 @@
 #include "ucall_common.h"
 
 #include "harness_util.h"
+#include "guest_util.h"
 #include "edu.h"
 
-#define SZ_1G		(1ul << 30)
 #define MEM_GPA		(4ul << 30)	/* 1 GiB aligned, above the VM's own memory */
 #define MEM_SLOT	10
 #define BUF_OFF		(SZ_2M + PAGE_SIZE)	/* the shared buffer, in the 2nd 2 MiB */
@@ -162,11 +162,6 @@ static void step_create(struct demo *d)
 		.mode = VM_MODE_DEFAULT,
 		.type = KVM_X86_SW_PROTECTED_VM,
 	};
-	struct kvm_create_guest_memfd args = {
-		.size = SZ_1G,
-		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
-		.huge_page_size_log2 = 30,
-	};
 
 	d->free0 = pool("free_hugepages");
 	d->resv0 = pool("resv_hugepages");
@@ -174,20 +169,13 @@ static void step_create(struct demo *d)
 	d->vm = vm_create_shape_with_one_vcpu(shape, &d->vcpu, guest_code);
 	check(kvm_check_cap(KVM_CAP_GUEST_MEMFD_HUGETLB_SIZES) & BIT_ULL(30),
 	      "KVM offers no 1 GiB hugetlb guest_memfd");
-	d->gmem = __vm_ioctl(d->vm, KVM_CREATE_GUEST_MEMFD, &args);
-	check(d->gmem >= 0, "KVM_CREATE_GUEST_MEMFD: %s", strerror(errno));
+	d->gmem = gmem_bind_1g(d->vm, MEM_SLOT, MEM_GPA, &d->reserved, &d->mem);
 	say("1. guest_memfd of one 1 GiB hugetlb page (GUEST_MEMFD_FLAG_HUGETLB, "
 	    "huge_page_size_log2 30, GUEST_MEMFD_FLAG_MMAP), all private: 1 GiB pool "
 	    "free %ld, reserved %ld -> %ld.", d->free0, d->resv0, pool("resv_hugepages"));
 
-	d->reserved = mmap(NULL, 2 * SZ_1G, PROT_NONE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	check(d->reserved != MAP_FAILED, "mmap: %s", strerror(errno));
-	d->mem = align_ptr_up(d->reserved, SZ_1G);
-	check(mmap(d->mem, SZ_1G, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-		   d->gmem, 0) == d->mem, "mmap(guest_memfd): %s", strerror(errno));
-	vm_set_user_memory_region2(d->vm, MEM_SLOT, KVM_MEM_GUEST_MEMFD, MEM_GPA,
-				   SZ_1G, d->mem, d->gmem, 0);
+	say("   The host mapped it MAP_SHARED at a 1 GiB-aligned address; memslot %d "
+	    "binds it at guest physical 0x%lx.", MEM_SLOT, MEM_GPA);
 	virt_pg_map(d->vm, MEM_GPA, MEM_GPA);
 	virt_pg_map(d->vm, MEM_GPA + BUF_OFF, MEM_GPA + BUF_OFF);
 	virt_pg_map(d->vm, MEM_GPA + FAR_OFF, MEM_GPA + FAR_OFF);

@@ -27,8 +27,8 @@
 #include "ucall_common.h"
 
 #include "bench_util.h"
+#include "guest_util.h"
 
-#define SZ_1G		(1ul << 30)
 #define MEM_GPA		(4ul << 30)
 #define MEM_SLOT	10
 #define SHARED_OFF	(SZ_2M + PAGE_SIZE)
@@ -75,11 +75,6 @@ int main(int argc, char **argv)
 		.mode = VM_MODE_DEFAULT,
 		.type = KVM_X86_SW_PROTECTED_VM,
 	};
-	struct kvm_create_guest_memfd args = {
-		.size = SZ_1G,
-		.flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_HUGETLB,
-		.huge_page_size_log2 = 30,
-	};
 	long long v[5][MAX_ROUNDS];
 	int rounds = argc > 1 ? atoi(argv[1]) : 3;
 	struct kvm_vcpu *vcpu;
@@ -95,16 +90,7 @@ int main(int argc, char **argv)
 	}
 
 	vm = vm_create_shape_with_one_vcpu(shape, &vcpu, guest_code);
-	fd = __vm_ioctl(vm, KVM_CREATE_GUEST_MEMFD, &args);
-	TEST_ASSERT(fd >= 0, "a 1 GiB hugetlb guest_memfd: errno %d", errno);
-	reserved = mmap(NULL, 2 * SZ_1G, PROT_NONE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	TEST_ASSERT(reserved != MAP_FAILED, "mmap");
-	mem = align_ptr_up(reserved, SZ_1G);
-	TEST_ASSERT(mmap(mem, SZ_1G, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-			 fd, 0) == mem, "mmap(guest_memfd)");
-	vm_set_user_memory_region2(vm, MEM_SLOT, KVM_MEM_GUEST_MEMFD, MEM_GPA,
-				   SZ_1G, mem, fd, 0);
+	fd = gmem_bind_1g(vm, MEM_SLOT, MEM_GPA, &reserved, &mem);
 	virt_map_level(vm, MEM_GPA, MEM_GPA, SZ_1G, PG_LEVEL_1G);
 	sweep(vcpu);	/* allocate and zero the page, map it */
 
