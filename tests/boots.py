@@ -44,7 +44,8 @@ class Boot:
 # allocated 1 hugepages"); node 0's low memory holds the kernel and the
 # initramfs. Each node is a socket of its own (the kvm boot's smp), as a
 # CPU whose cache siblings sit on another node makes the kernel warn.
-# HVO (hugetlb_free_vmemmap) stays off: it is broken on this base (README).
+# HVO is off at boot; the hugetlb selftest's second run turns it on and refills
+# the pools (tests/lists/kvm).
 TWO_NODES = ["-machine", "q35",
              "-object", "memory-backend-ram,id=m0,size=3G",
              "-object", "memory-backend-ram,id=m1,size=4G",

@@ -15,9 +15,11 @@
  *                      converted with DEFER, from the start of the unpin to
  *                      the return of a WAIT in another thread: the merge on
  *                      the last reference, in the release worker.
- * The pool's pages have their vmemmap unoptimized (HVO off): HVO corrupts
- * struct pages on this base (README). Exits 4 (skip) on a kernel without
- * hugetlb guest_memfd, such as the base.
+ * First with the pool's pages as the boot made them (HVO off), then, as
+ * <name>_<size>_hvo_ns, with vm.hugetlb_optimize_vmemmap on and the pools
+ * refilled, so that a split restores the page's vmemmap and a merge
+ * optimizes it again. Exits 4 (skip) on a kernel without hugetlb
+ * guest_memfd, such as the base.
  *
  *   hugetlb_split_bench [rounds]
  */
@@ -37,12 +39,50 @@ static int cmp_ll(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+static bool hvo;
+
 static void report(const char *what, unsigned long size, long long *v,
 		   int rounds)
 {
 	qsort(v, rounds, sizeof(*v), cmp_ll);
-	printf("bench: %s_%s_ns %lld\n", what, size == SZ_1G ? "1G" : "2M",
-	       v[rounds / 2]);
+	printf("bench: %s_%s%s_ns %lld\n", what, size == SZ_1G ? "1G" : "2M",
+	       hvo ? "_hvo" : "", v[rounds / 2]);
+}
+
+static void write_long(const char *path, long val)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%ld", val) < 0 || fclose(f))
+		die(path);
+}
+
+static long memmap_pages(void)
+{
+	return vmstat("nr_memmap_pages") + vmstat("nr_memmap_boot_pages");
+}
+
+/* HVO on, and every pool page given back and taken again, optimized. */
+static void optimize_pools(const unsigned long *sizes, int n)
+{
+	long memmap = memmap_pages(), nr;
+	char path[128];
+	int i;
+
+	write_long("/proc/sys/vm/hugetlb_optimize_vmemmap", 1);
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path),
+			 "/sys/kernel/mm/hugepages/hugepages-%lukB/nr_hugepages",
+			 sizes[i] >> 10);
+		nr = file_long(path);
+		write_long(path, 0);
+		write_long(path, nr);
+		if (file_long(path) != nr)
+			die("refill the pool with HVO on");
+	}
+	if (memmap_pages() >= memmap)
+		die("HVO saved no vmemmap page");
+	hvo = true;
 }
 
 static long long hugetlb_roundtrip(unsigned long size)
@@ -177,6 +217,9 @@ int main(int argc, char **argv)
 		if (file_long(path) < 2)
 			die("the boot needs two free 2 MiB and two 1 GiB pages");
 	}
+	for (i = 0; i < 2; i++)
+		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
+	optimize_pools(sizes, 2);
 	for (i = 0; i < 2; i++)
 		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
 	return 0;
