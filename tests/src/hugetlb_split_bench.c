@@ -14,7 +14,10 @@
  *   gmem_unpin_merge   the shared piece pinned (gup_test FOLL_LONGTERM),
  *                      converted with DEFER, from the start of the unpin to
  *                      the return of a WAIT in another thread: the merge on
- *                      the last reference, in the release worker.
+ *                      the last reference, in the release worker;
+ *   hugetlb_pool_cycle (HVO only) one free page of the pool given back to
+ *                      the page allocator and taken again (nr_hugepages):
+ *                      hugetlb's own vmemmap restore and optimization.
  * First with the pool's pages as the boot made them (HVO off), then, as
  * <name>_<size>_hvo_ns, with vm.hugetlb_optimize_vmemmap on and the pools
  * refilled, so that a split restores the page's vmemmap and a merge
@@ -57,6 +60,27 @@ static void write_long(const char *path, long val)
 		die(path);
 }
 
+static void nr_hugepages_path(char *path, size_t len, unsigned long size)
+{
+	snprintf(path, len, "/sys/kernel/mm/hugepages/hugepages-%lukB/nr_hugepages",
+		 size >> 10);
+}
+
+static long long pool_cycle(unsigned long size)
+{
+	long long start = now_ns();
+	char path[128];
+	long nr;
+
+	nr_hugepages_path(path, sizeof(path), size);
+	nr = file_long(path);
+	write_long(path, nr - 1);
+	write_long(path, nr);
+	if (file_long(path) != nr)
+		die("take the pool's page again");
+	return now_ns() - start;
+}
+
 static long memmap_pages(void)
 {
 	return vmstat("nr_memmap_pages") + vmstat("nr_memmap_boot_pages");
@@ -71,9 +95,7 @@ static void optimize_pools(const unsigned long *sizes, int n)
 
 	write_long("/proc/sys/vm/hugetlb_optimize_vmemmap", 1);
 	for (i = 0; i < n; i++) {
-		snprintf(path, sizeof(path),
-			 "/sys/kernel/mm/hugepages/hugepages-%lukB/nr_hugepages",
-			 sizes[i] >> 10);
+		nr_hugepages_path(path, sizeof(path), sizes[i]);
 		nr = file_long(path);
 		write_long(path, 0);
 		write_long(path, nr);
@@ -161,6 +183,7 @@ static void bench_size(unsigned long size, int rounds, int gup)
 {
 	long long roundtrip[MAX_ROUNDS], split[MAX_ROUNDS];
 	long long merge[MAX_ROUNDS], unpin_merge[MAX_ROUNDS];
+	long long cycle[MAX_ROUNDS];
 	char *mem;
 	int fd, r;
 
@@ -176,6 +199,8 @@ static void bench_size(unsigned long size, int rounds, int gup)
 		split[r] = convert_timed(fd, getpagesize(), false, 0, 0);
 		merge[r] = convert_timed(fd, getpagesize(), true, 0, 0);
 		unpin_merge[r] = unpin_to_merged(fd, mem, gup);
+		if (hvo)
+			cycle[r] = pool_cycle(size);
 	}
 	munmap(mem, size);
 	close(fd);
@@ -185,6 +210,8 @@ static void bench_size(unsigned long size, int rounds, int gup)
 	report("gmem_split", size, split, rounds);
 	report("gmem_merge", size, merge, rounds);
 	report("gmem_unpin_merge", size, unpin_merge, rounds);
+	if (hvo)
+		report("hugetlb_pool_cycle", size, cycle, rounds);
 }
 
 int main(int argc, char **argv)
