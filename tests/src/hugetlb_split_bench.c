@@ -214,6 +214,14 @@ static void bench_size(unsigned long size, int rounds, int gup)
 		report("hugetlb_pool_cycle", size, cycle, rounds);
 }
 
+static void bench_sizes(const unsigned long *sizes, int rounds, int gup)
+{
+	int i;
+
+	for (i = 0; i < 2; i++)
+		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long sizes[] = { SZ_2M, SZ_1G };
@@ -244,10 +252,8 @@ int main(int argc, char **argv)
 		if (file_long(path) < 2)
 			die("the boot needs two free 2 MiB and two 1 GiB pages");
 	}
-	for (i = 0; i < 2; i++)
-		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
+	bench_sizes(sizes, rounds, gup);
 	optimize_pools(sizes, 2);
-	for (i = 0; i < 2; i++)
-		bench_size(sizes[i], i ? (rounds + 2) / 3 : rounds, gup);
+	bench_sizes(sizes, rounds, gup);
 	return 0;
 }
