@@ -39,8 +39,8 @@ class Boot:
 
 # Two NUMA nodes, one CPU each: guest_memfd's NUMA policy test, and two
 # 1 GiB hugetlb pages on node 1, which lies wholly above 4 GiB. Node 1 has
-# 4 GiB: early allocations (KASAN's shadow, the memmap) take its top, and
-# with 3 GiB they sometimes left a single aligned GiB free ("Only
+# 6 GiB: early allocations (KASAN's shadow, the memmap) take its top, and
+# with 3 or 4 GiB they sometimes left a single aligned GiB free ("Only
 # allocated 1 hugepages"); node 0's low memory holds the kernel and the
 # initramfs. Each node is a socket of its own (the kvm boot's smp), as a
 # CPU whose cache siblings sit on another node makes the kernel warn.
@@ -48,14 +48,14 @@ class Boot:
 # the pools (tests/lists/kvm).
 TWO_NODES = ["-machine", "q35",
              "-object", "memory-backend-ram,id=m0,size=3G",
-             "-object", "memory-backend-ram,id=m1,size=4G",
+             "-object", "memory-backend-ram,id=m1,size=6G",
              "-numa", "node,nodeid=0,cpus=0,memdev=m0",
              "-numa", "node,nodeid=1,cpus=1,memdev=m1"]
 
 
 BOOTS = [
     Boot("kvm", "nested KVM (SVM), KVM_X86_SW_PROTECTED_VM: guest_memfd, conversions, hugetlb backing",
-         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1", memory="7G",
+         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1", memory="9G",
          cmdline="hugepagesz=2M hugepages=32 hugepagesz=1G hugepages=1:2 kunit.enable=0",
          list="kvm"),
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
