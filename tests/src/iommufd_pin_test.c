@@ -7,7 +7,8 @@
  * mock domain maps exactly the user's pages, the pin keeps them out of the
  * pool after munmap(), and IOMMU_IOAS_UNMAP gives them back. For
  * guest_memfd, a conversion to private completes when the last of several
- * pinners (two IOAS mappings and gup_test) lets go, in every order.
+ * pinners (two IOAS mappings and gup_test) lets go, in every order, and a
+ * private or pending page cannot be mapped.
  *
  * Needs a boot without a vIOMMU: the mock device refuses to attach otherwise.
  */
@@ -272,6 +273,44 @@ TEST(conversion_waits_for_every_pinner)
 	ASSERT_NE(p.buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
 	every_unpin_order(_metadata, &p, 0, false);
 	close(p.gup_test);
+	close(ioas.iommufd);
+}
+
+/*
+ * IOMMU_IOAS_MAP of a range with a private page, or with a page whose
+ * conversion is pending (another IOAS mapping holds it), fails with EFAULT
+ * and pins nothing; the shared page alone maps.
+ */
+TEST(private_and_pending_pages_do_not_map)
+{
+	const struct mem_kind kind = GMEM_KIND;
+	size_t page = getpagesize();
+	long pins0 = pins_held();
+	FIXTURE_DATA(ioas) ioas;
+	char *buf;
+
+	ioas_start(_metadata, &ioas, &kind);
+	buf = map_populated(&kind);
+	ASSERT_NE(buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
+	ASSERT_EQ(gmem_convert(page, page, true, 0, NULL), 0);
+	ASSERT_EQ(ioas_map_at(ioas.iommufd, ioas.ioas_id, IOVA2, buf + 2 * page, page), 0);
+	ASSERT_EQ(gmem_convert(2 * page, page, true,
+			       KVM_SET_MEMORY_ATTRIBUTES2_DEFER, NULL), 1);
+
+	EXPECT_EQ(ioas_map_at(ioas.iommufd, ioas.ioas_id, IOVA, buf, 2 * page), -1);
+	EXPECT_EQ(errno, EFAULT);
+	EXPECT_EQ(ioas_map_at(ioas.iommufd, ioas.ioas_id, IOVA, buf + 2 * page, page), -1);
+	EXPECT_EQ(errno, EFAULT);
+	EXPECT_EQ(pins_held() - pins0, 1);
+
+	ASSERT_EQ(ioas_map_at(ioas.iommufd, ioas.ioas_id, IOVA, buf, page), 0);
+	EXPECT_EQ(pins_held() - pins0, 2);
+	ASSERT_EQ(ioas_unmap_at(ioas.iommufd, ioas.ioas_id, IOVA, page), 0);
+	ASSERT_EQ(ioas_unmap_at(ioas.iommufd, ioas.ioas_id, IOVA2, page), 0);
+	EXPECT_EQ(pins_held(), pins0);
+	EXPECT_EQ(gmem_convert(2 * page, page, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+			       KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
+	ASSERT_EQ(munmap(buf, kind.size), 0);
 	close(ioas.iommufd);
 }
 

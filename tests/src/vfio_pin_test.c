@@ -9,8 +9,9 @@
  * pool after the process unmaps them, VFIO_IOMMU_UNMAP_DMA gives them back,
  * and a DMA to the IOVA afterwards faults in the IOMMU. For guest_memfd, a
  * conversion to private waits for VFIO_IOMMU_UNMAP_DMA while the device
- * keeps writing the pages; a piece of a hugetlb guest_memfd page shared
- * with the device keeps the page split until VFIO_IOMMU_UNMAP_DMA.
+ * keeps writing the pages, and a private or pending page cannot be mapped;
+ * a piece of a hugetlb guest_memfd page shared with the device keeps the
+ * page split until VFIO_IOMMU_UNMAP_DMA.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -184,6 +185,45 @@ TEST(conversion_completes_on_dma_unmap)
 	ASSERT_TRUE(host_can_read(buf));
 	EXPECT_EQ(memcmp(buf, buf + page, EDU_XFER), 0);
 	ASSERT_EQ(munmap(buf, size), 0);
+	edu_close(&edu);
+}
+
+/*
+ * VFIO_IOMMU_MAP_DMA of a range with a private page, or with a page whose
+ * conversion is pending (the device holds it at another IOVA), fails with
+ * EFAULT and pins nothing; the device cannot reach either page through
+ * the IOVA; the shared page alone maps.
+ */
+TEST(private_and_pending_pages_do_not_map)
+{
+	const struct mem_kind kind = GMEM_KIND;
+	size_t page = getpagesize();
+	long pins0 = pins_held();
+	struct edu edu = { 0 };
+	char *buf;
+
+	edu_start(_metadata, &edu, &kind);
+	buf = map_populated(&kind);
+	ASSERT_NE(buf, MAP_FAILED) TH_LOG("guest_memfd: %s", strerror(errno));
+	ASSERT_EQ(gmem_convert(page, page, true, 0, NULL), 0);
+	ASSERT_EQ(edu_dma_map(&edu, IOVA + 4 * page, buf + 2 * page, page), 0);
+	ASSERT_EQ(gmem_convert(2 * page, page, true,
+			       KVM_SET_MEMORY_ATTRIBUTES2_DEFER, NULL), 1);
+
+	EXPECT_EQ(edu_dma_map(&edu, IOVA, buf, 2 * page), -EFAULT);
+	EXPECT_EQ(edu_dma_map(&edu, IOVA + page, buf + 2 * page, page), -EFAULT);
+	EXPECT_EQ(pins_held() - pins0, 1);
+	ASSERT_EQ(edu_dma(&edu, EDU_BUF, IOVA + page, EDU_XFER, 1), 0);
+	EXPECT_TRUE(edu_dmar_fault_seen(&edu, IOVA + page));
+
+	ASSERT_EQ(edu_dma_map(&edu, IOVA, buf, page), 0);
+	EXPECT_EQ(pins_held() - pins0, 2);
+	ASSERT_EQ(edu_dma_unmap(&edu, IOVA, page), 0);
+	ASSERT_EQ(edu_dma_unmap(&edu, IOVA + 4 * page, page), 0);
+	EXPECT_EQ(pins_held(), pins0);
+	EXPECT_EQ(gmem_convert(2 * page, page, true, KVM_SET_MEMORY_ATTRIBUTES2_DEFER |
+			       KVM_SET_MEMORY_ATTRIBUTES2_WAIT, NULL), 0);
+	ASSERT_EQ(munmap(buf, kind.size), 0);
 	edu_close(&edu);
 }
 
