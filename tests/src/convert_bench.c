@@ -7,7 +7,10 @@
  * holding the pages; making 64 MiB pending under a FOLL_LONGTERM pin
  * (gup_test) with KVM_SET_MEMORY_ATTRIBUTES2_DEFER; and the time from the
  * start of the unpin to the return of KVM_SET_MEMORY_ATTRIBUTES2_WAIT in
- * another thread, for 64 MiB and for one page. Exits 4 (skip) on a kernel
+ * another thread, for 64 MiB and for one page. Then the two unpinned
+ * conversions again on a new guest_memfd made with kvm.gmem_unmap_private
+ * on (CONFIG_KVM_GMEM_UNMAP_PRIVATE: private pages leave the direct map),
+ * which the first file was made without. Exits 4 (skip) on a kernel
  * without in-place conversion, such as the base.
  *
  *   convert_bench [rounds]
@@ -66,6 +69,17 @@ static long long unpin_to_complete(int gup, char *buf, size_t size)
 	return unpin_to_done(gup, wait_for_completion, &w, &w.done);
 }
 
+#define UNMAP_PRIVATE	"/sys/module/kvm/parameters/gmem_unmap_private"
+
+/* kvm.gmem_unmap_private, for the guest_memfds created from now on. */
+static void set_unmap_private(const char *on)
+{
+	FILE *f = fopen(UNMAP_PRIVATE, "w");
+
+	if (!f || fputs(on, f) < 0 || fclose(f))
+		die(UNMAP_PRIVATE " (CONFIG_KVM_GMEM_UNMAP_PRIVATE)");
+}
+
 static int cmp_ll(const void *a, const void *b)
 {
 	long long x = *(const long long *)a, y = *(const long long *)b;
@@ -95,6 +109,8 @@ int main(int argc, char **argv)
 	struct series to_pending = { "gmem_to_pending_64M_ns" };
 	struct series complete = { "gmem_unpin_to_complete_64M_ns" };
 	struct series complete_4k = { "gmem_unpin_to_complete_4K_ns" };
+	struct series to_private_unmapped = { "gmem_to_private_64M_unmapped_ns" };
+	struct series to_shared_unmapped = { "gmem_to_shared_64M_unmapped_ns" };
 	char *buf;
 	int gup, r;
 
@@ -105,6 +121,12 @@ int main(int argc, char **argv)
 		printf("convert_bench: no host-mappable guest_memfd here: skipped\n");
 		return 4;
 	}
+	set_unmap_private("0");
+	munmap(buf, SZ_64M);
+	close(gmem_fd);
+	buf = map_populated(&kind);
+	if (buf == MAP_FAILED)
+		die("guest_memfd");
 	gup = open("/sys/kernel/debug/gup_test", O_RDWR);
 	if (gup < 0)
 		die("/sys/kernel/debug/gup_test");
@@ -125,10 +147,26 @@ int main(int argc, char **argv)
 		complete_4k.v[r] = unpin_to_complete(gup, buf, getpagesize());
 		convert_timed(SZ_64M, false, 0, 0);
 	}
+
+	set_unmap_private("1");
+	munmap(buf, SZ_64M);
+	close(gmem_fd);
+	buf = map_populated(&kind);
+	if (buf == MAP_FAILED)
+		die("guest_memfd");
+	for (r = 0; r < rounds; r++) {
+		memset(buf, r, SZ_64M);
+		to_private_unmapped.v[r] = convert_timed(SZ_64M, true, 0, 0);
+		to_shared_unmapped.v[r] = convert_timed(SZ_64M, false, 0, 0);
+	}
+	set_unmap_private("0");
+
 	report(&to_private, rounds);
 	report(&to_shared, rounds);
 	report(&to_pending, rounds);
 	report(&complete, rounds);
 	report(&complete_4k, rounds);
+	report(&to_private_unmapped, rounds);
+	report(&to_shared_unmapped, rounds);
 	return 0;
 }
