@@ -25,7 +25,7 @@ STEP  := scripts/step
 DEPS  := $(B)/stamp/deps
 TREE  := $(B)/stamp/tree
 
-.PHONY: help demo test deps tree export kernel kernel-perf \
+.PHONY: help demo test stress deps tree export kernel kernel-perf \
 	selftests initramfs check bisect-check bench clean distclean
 
 help:
@@ -46,6 +46,11 @@ test: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
 PACKAGES := build-essential bc bison flex libelf-dev libssl-dev rsync ccache git \
 	qemu-system-x86 busybox-static cpio xz-utils kmod python3 python3-ply python3-git \
 	liburing-dev file
+
+## make stress      guest_memfd under load for 10 minutes, new seeds (not in CI)
+stress: $(B)/obj-debug/arch/x86/boot/bzImage $(B)/initramfs.cpio.gz
+	@tests/run --kernel $(B)/obj-debug/arch/x86/boot/bzImage \
+		--initrd $(B)/initramfs.cpio.gz --logs $(LOGS) stress
 
 ## make deps        apt-get update, then install every package the jobs use
 deps:

@@ -58,6 +58,11 @@ BOOTS = [
          machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1", memory="9G",
          cmdline="hugepagesz=2M hugepages=32 hugepagesz=1G hugepages=1:2 kunit.enable=0",
          list="kvm"),
+    Boot("stress", "the kvm boot's machine: guest_memfd under concurrent load, minutes "
+         "per page size, a new seed each run (make stress)",
+         machine=TWO_NODES, smp="2,sockets=2,cores=1,threads=1", memory="9G",
+         cmdline="hugepagesz=2M hugepages=32 hugepagesz=1G hugepages=1:2 kunit.enable=0",
+         list="stress"),
     Boot("vfio", "intel-iommu + edu bound to vfio-pci: VFIO type1 long-term pins, device DMA",
          machine=VIOMMU_EDU,
          cmdline="intel_iommu=on hugepagesz=2M hugepages=32 kunit.enable=0", list="vfio"),

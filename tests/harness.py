@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,14 @@ SPLAT = re.compile(r"BUG:|WARNING:|Oops|general protection fault|Kernel panic|"
                    r"KASAN|UBSAN|possible circular locking|inconsistent lock state|"
                    r"possible recursive locking|blocked for more than|soft lockup|"
                    r"hard LOCKUP|Call Trace:|kernel BUG at|list_(add|del) corruption")
+# An allocation failure injected by fail_page_alloc or failslab (verbose 2)
+# prints this, then its stack: the stack is no splat, and it says where the
+# failure hit (fault_sites()).
+FAULT = re.compile(r"FAULT_INJECTION: forcing a failure")
+FRAME = re.compile(r"^\s*(\?\s+)?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# Frames of the fault injection and of the allocators themselves.
+ALLOCATOR = re.compile(r"dump_stack|should_fail|fail_dump|alloc|slab|kmalloc|"
+                       r"kmem_cache|get_page_from_freelist")
 
 
 def load_table(name):
@@ -96,9 +105,48 @@ def kunit_outcomes(lines):
     return outcomes
 
 
+def fault_reports(lines):
+    """Each injected failure's stack: its reliable frames, innermost first,
+    and the indexes of its lines."""
+    i = 0
+    while i < len(lines):
+        if not FAULT.search(lines[i]):
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and "</TASK>" not in lines[end] and end - i < 400:
+            end += 1
+        frames = [m.group(2) for line in lines[i:end]
+                  if (m := FRAME.match(STAMP.sub("", line))) and not m.group(1)]
+        yield frames, range(i, end + 1)
+        i = end + 1
+
+
+def fault_site(frames):
+    """Where an injected failure hit: the first guest_memfd function on the
+    stack, with the call it allocated through; else the first function past
+    the allocators."""
+    for k, f in enumerate(frames):
+        if f.startswith("kvm_gmem_"):
+            return f"{f} -> {frames[k - 1]}" if k else f
+    for k, f in enumerate(frames):
+        if not ALLOCATOR.search(f):
+            return f"(not guest_memfd) {f} -> {frames[k - 1]}" if k else f
+    return "(no stack)"
+
+
+def fault_sites(lines):
+    """How many injected failures hit each site."""
+    return Counter(fault_site(frames) for frames, _ in fault_reports(lines))
+
+
 def splats(lines, benign):
+    """Splat lines; the stack an injected failure prints is not one."""
+    injected = {i for _, span in fault_reports(lines) for i in span}
     bad = []
-    for line in lines:
+    for i, line in enumerate(lines):
+        if i in injected and "Call Trace:" in line:
+            continue
         if SPLAT.search(line) and not any(re.search(p, line) for p in benign):
             bad.append(line)
     return bad
@@ -167,6 +215,12 @@ def run_boot(boot, args, show, tag=None, skips_ok=False):
     bad = splats(lines, load_table("benign-console").keys())
     result.outcomes.append(Outcome("console", "fail" if bad else "pass",
                                    f"{len(bad)} splat line(s)" if bad else "clean"))
+    sites = fault_sites(lines)
+    if sites:
+        print(f"  {boot.name}: {sum(sites.values())} allocation failure(s) injected, "
+              f"at {len(sites)} site(s):")
+        for site, n in sorted(sites.items()):
+            print(f"    {n:5}  {site}")
     if bad or timed_out:
         print(f"  {boot.name}: console lines that fail the boot (full log: {log}):")
         for line in (bad[:30] if bad else lines[-30:]):

@@ -13,7 +13,8 @@ SELF := $(KSRC)/tools/testing/selftests
 MM_TESTS := gup_longterm gup_test hmm-tests hugepage-mmap hugepage-shm map_hugetlb \
 	hugepage-mremap hugepage-vmemmap hugetlb-madvise hugetlb_fault_after_madv \
 	hugetlb_madv_vs_map hugetlb_dio
-KVM_TESTS := guest_memfd_test guest_memfd_conversions_test guest_memfd_hugetlb_test set_memory_region_test pre_fault_memory_test \
+KVM_TESTS := guest_memfd_test guest_memfd_conversions_test guest_memfd_hugetlb_test guest_memfd_stress_test \
+	set_memory_region_test pre_fault_memory_test \
 	x86_64/private_mem_conversions_test x86_64/private_mem_kvm_exits_test
 OWN_TESTS := $(patsubst tests/src/%.c,%,$(wildcard tests/src/*.c))
 
