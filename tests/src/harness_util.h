@@ -3,6 +3,7 @@
 #ifndef HARNESS_UTIL_H
 #define HARNESS_UTIL_H
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -90,11 +91,32 @@ static inline long pcp_free_kb(void)
 	return pages * (getpagesize() >> 10);
 }
 
+/* Shrink every slab cache: KASAN's quarantine lets go of its objects too. */
+static inline void shrink_slabs(void)
+{
+	DIR *dir = opendir("/sys/kernel/slab");
+	struct dirent *d;
+	char path[512];
+	int fd;
+
+	while (dir && (d = readdir(dir))) {
+		snprintf(path, sizeof(path), "/sys/kernel/slab/%s/shrink", d->d_name);
+		fd = open(path, O_WRONLY);
+		if (fd >= 0) {
+			if (write(fd, "1", 1) != 1)
+				perror(path);
+			close(fd);
+		}
+	}
+	if (dir)
+		closedir(dir);
+}
+
 /*
  * Free memory: MemFree plus the pages parked on the per-CPU free lists,
  * which MemFree leaves out and which swing by tens of MiB from one reading
  * to the next (userspace cannot drain them), with the page cache and
- * reclaimable slab dropped first.
+ * reclaimable slab dropped and every slab cache shrunk first.
  */
 static inline long free_kb(void)
 {
@@ -106,7 +128,20 @@ static inline long free_kb(void)
 			perror("drop_caches");
 		close(fd);
 	}
+	shrink_slabs();
 	return meminfo("MemFree") + pcp_free_kb();
+}
+
+/*
+ * The page tables the kernel's direct map took since DirectMap4k and
+ * DirectMap1G read @dm4k and @dm1g kB: one per 2 MiB split into 4 KiB
+ * pages, one per 1 GiB split into 2 MiB ones. They stay: guest_memfd's
+ * CONFIG_KVM_GMEM_UNMAP_PRIVATE splits the direct map of its folios.
+ */
+static inline long direct_map_tables_kb(long dm4k, long dm1g)
+{
+	return (meminfo("DirectMap4k") - dm4k) / 512 +
+	       (dm1g - meminfo("DirectMap1G")) / (1 << 20) * 4;
 }
 
 static inline long vmstat(const char *field)
